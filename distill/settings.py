@@ -1,0 +1,66 @@
+"""The distiller's one settings object, read once at the entry point (CLI) and passed down.
+
+Every field can be set from the environment with the `SHELFGRAPH_` prefix (e.g. SHELFGRAPH_LLM_MODEL).
+Provider keys follow litellm's own conventions (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or `llm_api_key`.
+No other module reads os.environ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DistillSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFGRAPH_", extra="forbid", env_nested_delimiter="__")
+
+    # --- where things live -------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".shelfgraph"), description="runs, LLM cache and the embedded store")
+    store: Literal["embedded", "neo4j"] = "embedded"
+    keep_versions: int = Field(default=5, ge=1, description="graph versions kept by a store")
+
+    # --- Neo4j (store=neo4j) -------------------------------------------------------------------------
+    neo4j_uri: str = "bolt://127.0.0.1:7687"
+    neo4j_user: str = "neo4j"
+    neo4j_password: SecretStr = SecretStr("shelfgraph")
+    neo4j_database: str | None = None
+    neo4j_batch_size: int = Field(default=5000, ge=1)
+
+    # --- LLM (through litellm; unset model = run the stages that need no model) ---------------------
+    llm_model: str | None = None
+    llm_fallback_models: list[str] = Field(default_factory=list)
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_concurrency: int = Field(default=8, ge=1)
+    llm_rpm: int | None = Field(default=None, ge=1, description="requests per minute limit")
+    llm_tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit")
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_attempts: int = Field(default=4, ge=1, description="per request, transient errors and invalid output")
+    llm_temperature: float = 0.0
+    llm_budget_usd: float | None = Field(default=None, ge=0)
+    llm_budget_tokens: int | None = Field(default=None, ge=0)
+    enrich_batch_size: int = Field(default=8, ge=1, description="products per enrichment prompt")
+    verify_batch_size: int = Field(default=10, ge=1, description="candidate pairs per verification prompt")
+
+    # --- graph shape -----------------------------------------------------------------------------------
+    max_complements: int = Field(default=10, ge=1)
+    max_substitutes: int = Field(default=10, ge=1)
+    min_score: float = Field(default=0.2, ge=0, le=1)
+    max_rejected_rows: float = Field(
+        default=0.05, ge=0, description="ingest stops when more rows are rejected: a share (<1) or a count (>=1)"
+    )
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.data_dir / "llm-cache.sqlite"
+
+    @property
+    def embedded_store_dir(self) -> Path:
+        return self.data_dir / "graph"
