@@ -49,6 +49,11 @@ class DistillSettings(BaseSettings):
     max_complements: int = Field(default=10, ge=1)
     max_substitutes: int = Field(default=10, ge=1)
     min_score: float = Field(default=0.2, ge=0, le=1)
+    # --- evidence sources (switch off to measure what each one adds) -----------------------------------
+    use_llm: bool = Field(default=True, description="use the LLM stages when a model is configured")
+    use_behaviour: bool = Field(default=True, description="use co-purchase evidence when logs are given")
+    use_text_similarity: bool = Field(default=True, description="use embedding/BM25 similarity evidence")
+    min_copurchase_support: int = Field(default=2, ge=1)
     max_rejected_rows: float = Field(
         default=0.05, ge=0, description="ingest stops when more rows are rejected: a share (<1) or a count (>=1)"
     )
