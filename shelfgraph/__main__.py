@@ -1,0 +1,3 @@
+from shelfgraph.cli import main
+
+main()
