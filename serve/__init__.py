@@ -1,0 +1,70 @@
+"""The recommendation server: a Flask app factory over an immutable in-memory `GraphIndex`.
+
+`create_app` builds (or is handed) the index once at start-up and keeps it on the app; requests never
+reach a store or a model. This package must not import litellm (nor distill.llm).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+
+from serve.api import ServeState, bp
+from serve.errors import SourceUnavailable, register_error_handlers
+from serve.index import GraphIndex
+from serve.loader import GraphSource, IndexHolder, source_from_settings
+from serve.metrics import Metrics
+from serve.settings import ServeSettings
+
+__all__ = ["create_app", "GraphIndex", "ServeSettings"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    *,
+    source: GraphSource | None = None,
+    index: GraphIndex | None = None,
+    start_polling: bool = True,
+) -> Flask:
+    """Build the app. With `index` only, the app serves that index forever (tests, benchmarks); with a
+    `source` (default: the one `settings` names) it loads the current version now and, when
+    `reload_interval_s` > 0, polls for new ones in a daemon thread. If the first load fails the app still
+    starts: /readyz answers 503 and lookups 503 until a version loads."""
+    settings = settings or ServeSettings()
+    if source is None and index is None:
+        source = source_from_settings(settings)
+    holder = IndexHolder(source, index)
+    if index is None:
+        try:
+            holder.reload_if_changed()
+        except SourceUnavailable as exc:
+            log.error("starting without a graph index: %s", exc)
+    if start_polling:
+        holder.start_polling(settings.reload_interval_s)
+
+    app = Flask("shelfgraph")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    metrics = Metrics()
+    app.extensions["shelfgraph"] = ServeState(settings=settings, holder=holder, metrics=metrics)
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
+        return response
+
+    return app

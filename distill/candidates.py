@@ -1,0 +1,408 @@
+"""Candidate relations before judgement: what could be a complement or substitute, with every observation
+that suggests it. Generates the model-free candidates (co-purchase, content-smoothed co-purchase, category
+co-purchase, same-shelf similarity); the LLM path adds grounded proposals. No scores are final here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from graph_schema.kinds import RelationKind
+from graph_schema.models import Product
+
+Origin = str
+"""copurchase | neighbour | category | similarity | llm: which generator proposed a candidate."""
+
+F32 = npt.NDArray[np.float32]
+
+
+class Candidate(BaseModel):
+    """One (source, target, kind) with every observation that suggests it. Absent observations stay None."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    target: str
+    kind: RelationKind
+    origins: tuple[Origin, ...]
+    same_leaf: bool = False
+    near_duplicate: bool = False
+    copurchase_count: int | None = None
+    lift: float | None = None
+    pmi: float | None = None
+    npmi: float | None = None
+    neighbour: float | None = None
+    """Content-smoothed co-purchase in [0, 1]: products like the source were bought with the target."""
+    neighbour_count: int | None = None
+    category_a: str | None = None
+    category_b: str | None = None
+    category_count: int | None = None
+    category_npmi: float | None = None
+    category_lift: float | None = None
+    text_similarity: float | None = None
+    retrieval_score: float | None = None
+    query: str | None = None
+    query_reason: str | None = None
+    llm_score: float | None = None
+    llm_reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.source, self.target, self.kind)
+
+
+CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source": pl.String,
+    "target": pl.String,
+    "kind": pl.String,
+    "origins": pl.List(pl.String),
+    "same_leaf": pl.Boolean,
+    "near_duplicate": pl.Boolean,
+    "copurchase_count": pl.Int64,
+    "lift": pl.Float64,
+    "pmi": pl.Float64,
+    "npmi": pl.Float64,
+    "neighbour": pl.Float64,
+    "neighbour_count": pl.Int64,
+    "category_a": pl.String,
+    "category_b": pl.String,
+    "category_count": pl.Int64,
+    "category_npmi": pl.Float64,
+    "category_lift": pl.Float64,
+    "text_similarity": pl.Float64,
+    "retrieval_score": pl.Float64,
+    "query": pl.String,
+    "query_reason": pl.String,
+    "llm_score": pl.Float64,
+    "llm_reason": pl.String,
+}
+
+
+def candidates_frame(candidates: Iterable[Candidate]) -> pl.DataFrame:
+    rows = [c.model_dump() for c in candidates]
+    for row in rows:
+        row["origins"] = list(row["origins"])
+    return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA)
+
+
+def candidates_from_frame(frame: pl.DataFrame) -> list[Candidate]:
+    out: list[Candidate] = []
+    for row in frame.iter_rows(named=True):
+        row["origins"] = tuple(row["origins"] or ())
+        out.append(Candidate.model_validate(row))
+    return out
+
+
+_MAX_FIELDS = ("copurchase_count", "lift", "pmi", "npmi", "neighbour", "neighbour_count", "category_count",
+               "category_npmi", "category_lift", "text_similarity", "retrieval_score", "llm_score")
+
+
+def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per (source, target, kind): origins united, each observation its strongest value, the
+    first proposal phrase kept. Order: first appearance."""
+    merged: dict[tuple[str, str, str], dict[str, object]] = {}
+    for cand in candidates:
+        current = merged.get(cand.key)
+        if current is None:
+            merged[cand.key] = cand.model_dump()
+            continue
+        current["origins"] = tuple(dict.fromkeys((*current["origins"], *cand.origins)))  # type: ignore[misc]
+        for name in _MAX_FIELDS:
+            new = getattr(cand, name)
+            old = current[name]
+            if new is not None and (old is None or new > old):  # type: ignore[operator]
+                current[name] = new
+        for name in ("query", "query_reason", "llm_reason", "category_a", "category_b"):
+            if current[name] is None and getattr(cand, name) is not None:
+                current[name] = getattr(cand, name)
+        current["near_duplicate"] = bool(current["near_duplicate"]) or cand.near_duplicate
+    return [Candidate.model_validate(row) for row in merged.values()]
+
+
+# ============================================================================================ behaviour view
+
+
+@dataclass(frozen=True)
+class PairStat:
+    other: str
+    count: int
+    lift: float
+    pmi: float
+    npmi: float
+
+
+@dataclass(frozen=True)
+class CategoryStat:
+    other: str
+    count: int
+    lift: float
+    npmi: float
+
+
+@dataclass(frozen=True)
+class BehaviourView:
+    """Basket statistics the candidate generators read: every co-purchased partner of a product (support 1
+    and up, the minimum support is applied by the generator that needs it), leaf-category co-purchase and
+    product popularity. Built once per run from the (training) baskets."""
+
+    partners: Mapping[str, Sequence[PairStat]]
+    categories: Mapping[str, Sequence[CategoryStat]]
+    popularity: Mapping[str, int]
+    baskets: int
+
+
+def _association(pairs: pl.DataFrame, singles: pl.DataFrame, n: int, a: str, b: str) -> pl.DataFrame:
+    """Add lift, pmi and npmi to a (a, b, count) frame given per-item basket counts."""
+    return (
+        pairs.join(singles.rename({"item": a, "n": "n_a"}), on=a)
+        .join(singles.rename({"item": b, "n": "n_b"}), on=b)
+        .with_columns(
+            lift=(pl.col("count") * n) / (pl.col("n_a") * pl.col("n_b")),
+            p_ab=pl.col("count") / n,
+        )
+        .with_columns(pmi=pl.col("lift").log())
+        .with_columns(
+            npmi=pl.when(pl.col("p_ab") < 1.0).then(pl.col("pmi") / (-pl.col("p_ab").log())).otherwise(1.0)
+        )
+    )
+
+
+def build_behaviour(baskets: pl.DataFrame, products: Sequence[Product], *, max_basket: int = 50) -> BehaviourView:
+    """Pair and category statistics from (basket_id, product_id) rows. Baskets larger than `max_basket` are
+    left out of pair counts: a 300-item wholesale order says little about what goes together and costs n^2."""
+    leaf = {p.id: p.leaf_category for p in products if p.leaf_category}
+    rows = baskets.select("basket_id", "product_id").unique()
+    sizes = rows.group_by("basket_id").len("size")
+    rows = rows.join(sizes, on="basket_id").filter(pl.col("size") <= max_basket).drop("size")
+    n = max(rows["basket_id"].n_unique(), 1)
+    singles = rows.group_by("product_id").len("n").rename({"product_id": "item"})
+    popularity = dict(zip(singles["item"].to_list(), singles["n"].to_list(), strict=True))
+    pairs = (
+        rows.join(rows, on="basket_id", suffix="_b")
+        .filter(pl.col("product_id") != pl.col("product_id_b"))
+        .group_by("product_id", "product_id_b")
+        .len("count")
+        .rename({"product_id": "a", "product_id_b": "b"})
+    )
+    pairs = _association(pairs, singles, n, "a", "b").sort(["a", "count", "npmi"], descending=[False, True, True])
+    partners: dict[str, list[PairStat]] = defaultdict(list)
+    for a, b, count, lift, pmi, npmi in pairs.select("a", "b", "count", "lift", "pmi", "npmi").iter_rows():
+        partners[a].append(PairStat(b, int(count), float(lift), float(pmi), float(npmi)))
+
+    leaf_frame = pl.DataFrame(
+        {"product_id": list(leaf), "leaf": list(leaf.values())}, schema={"product_id": pl.String, "leaf": pl.String}
+    )
+    cat_rows = rows.join(leaf_frame, on="product_id").select("basket_id", "leaf").unique()
+    cat_singles = cat_rows.group_by("leaf").len("n").rename({"leaf": "item"})
+    cat_pairs = (
+        cat_rows.join(cat_rows, on="basket_id", suffix="_b")
+        .group_by("leaf", "leaf_b")
+        .len("count")
+        .rename({"leaf": "a", "leaf_b": "b"})
+    )
+    # Same-leaf pairs come from baskets holding two different products of one leaf (two memory cards).
+    same = (
+        rows.join(leaf_frame, on="product_id")
+        .group_by("basket_id", "leaf")
+        .len("k")
+        .filter(pl.col("k") >= 2)
+        .group_by("leaf")
+        .len("count")
+        .rename({"leaf": "a"})
+        .with_columns(b=pl.col("a"))
+    )
+    cat_pairs = pl.concat(
+        [cat_pairs.filter(pl.col("a") != pl.col("b")), same.select("a", "b", pl.col("count").cast(pl.UInt32))],
+        how="vertical_relaxed",
+    )
+    cat_pairs = _association(cat_pairs, cat_singles, n, "a", "b").sort(["a", "npmi"], descending=[False, True])
+    categories: dict[str, list[CategoryStat]] = defaultdict(list)
+    for a, b, count, lift, npmi in cat_pairs.select("a", "b", "count", "lift", "npmi").iter_rows():
+        categories[a].append(CategoryStat(b, int(count), float(lift), float(npmi)))
+    return BehaviourView(partners=dict(partners), categories=dict(categories), popularity=popularity, baskets=n)
+
+
+# ============================================================================================ generators
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """L2-normalized text embeddings of the catalog, row i = ids[i]."""
+
+    ids: tuple[str, ...]
+    vectors: F32
+
+    def __post_init__(self) -> None:
+        if self.vectors.shape[0] != len(self.ids):
+            raise ValueError("one embedding row per id")
+
+    def rows(self) -> dict[str, int]:
+        return {pid: i for i, pid in enumerate(self.ids)}
+
+
+def copurchase_candidates(
+    sources: Iterable[Product], behaviour: BehaviourView, *, min_support: int, per_product: int,
+    leaf: Mapping[str, str | None],
+) -> list[Candidate]:
+    """Products bought together with the source in at least `min_support` baskets."""
+    out: list[Candidate] = []
+    for product in sources:
+        kept = [s for s in behaviour.partners.get(product.id, ()) if s.count >= min_support][:per_product]
+        for stat in kept:
+            out.append(Candidate(
+                source=product.id, target=stat.other, kind="complement", origins=("copurchase",),
+                same_leaf=leaf.get(product.id) is not None and leaf.get(product.id) == leaf.get(stat.other),
+                copurchase_count=stat.count, lift=stat.lift, pmi=stat.pmi, npmi=stat.npmi,
+            ))
+    return out
+
+
+def _top_k(scores: F32, k: int) -> npt.NDArray[np.intp]:
+    if scores.shape[0] <= k:
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def neighbour_candidates(
+    sources: Sequence[Product], behaviour: BehaviourView, embeddings: EmbeddingTable, *, neighbours: int,
+    min_similarity: float, per_product: int, leaf: Mapping[str, str | None], block: int = 1024,
+) -> list[Candidate]:
+    """Content-smoothed co-purchase: score(q, t) = sum over the `neighbours` bought products n most similar
+    to q (cosine >= min_similarity) of cos(q, n)^2 * [t was bought with n]. Reaches products q itself was
+    never bought with (new or rare items), which is most of a sparse log."""
+    bought = [pid for pid in embeddings.ids if behaviour.partners.get(pid)]
+    if not bought or not sources:
+        return []
+    rows = embeddings.rows()
+    bought_matrix = embeddings.vectors[[rows[pid] for pid in bought]]
+    present = [p for p in sources if p.id in rows]
+    out: list[Candidate] = []
+    for start in range(0, len(present), block):
+        chunk = present[start:start + block]
+        sims = embeddings.vectors[[rows[p.id] for p in chunk]] @ bought_matrix.T
+        for i, product in enumerate(chunk):
+            scores: dict[str, float] = defaultdict(float)
+            counts: dict[str, int] = defaultdict(int)
+            for j in _top_k(sims[i], neighbours + 1):
+                sim = float(sims[i, j])
+                nb = bought[j]
+                if nb == product.id or sim < min_similarity:
+                    continue
+                for stat in behaviour.partners[nb]:
+                    if stat.other == product.id:
+                        continue
+                    scores[stat.other] += sim * sim
+                    counts[stat.other] += 1
+            best = sorted(scores, key=lambda t: (-scores[t], t))[:per_product]
+            for target in best:
+                out.append(Candidate(
+                    source=product.id, target=target, kind="complement", origins=("neighbour",),
+                    same_leaf=leaf.get(product.id) is not None and leaf.get(product.id) == leaf.get(target),
+                    neighbour=1.0 - math.exp(-scores[target]), neighbour_count=counts[target],
+                ))
+    return out
+
+
+def category_candidates(
+    sources: Sequence[Product], behaviour: BehaviourView, embeddings: EmbeddingTable | None, *,
+    members: Mapping[str, Sequence[str]], min_support: int, categories: int, per_category: int,
+    leaf: Mapping[str, str | None],
+) -> list[Candidate]:
+    """Products of the leaf categories most often bought with the source's leaf category, picked within each
+    category by text similarity to the source (compatibility: brand, model, size) and popularity."""
+    rows = embeddings.rows() if embeddings is not None else {}
+    out: list[Candidate] = []
+    by_leaf: dict[str, list[Product]] = defaultdict(list)
+    for product in sources:
+        if product.leaf_category:
+            by_leaf[product.leaf_category].append(product)
+    for source_leaf, group in by_leaf.items():
+        stats = [s for s in behaviour.categories.get(source_leaf, ()) if s.count >= min_support and s.npmi > 0]
+        stats = sorted(stats, key=lambda s: (-s.npmi * (1 - math.exp(-s.count / 5.0)), s.other))[:categories]
+        group_rows = [rows[p.id] for p in group if p.id in rows]
+        for stat in stats:
+            pool = [pid for pid in members.get(stat.other, ())]
+            if not pool:
+                continue
+            pop = np.array([math.log1p(behaviour.popularity.get(pid, 0)) for pid in pool], dtype=np.float32)
+            pop = pop / pop.max() if pop.max() > 0 else pop
+            if embeddings is not None and len(group_rows) == len(group) and all(pid in rows for pid in pool):
+                sims = embeddings.vectors[group_rows] @ embeddings.vectors[[rows[pid] for pid in pool]].T
+            else:
+                sims = np.zeros((len(group), len(pool)), dtype=np.float32)
+            rank = 0.7 * sims + 0.3 * pop[None, :]
+            for i, product in enumerate(group):
+                for j in _top_k(rank[i], per_category + 1)[: per_category + 1]:
+                    target = pool[j]
+                    if target == product.id:
+                        continue
+                    out.append(Candidate(
+                        source=product.id, target=target, kind="complement", origins=("category",),
+                        same_leaf=stat.other == source_leaf, category_a=source_leaf, category_b=stat.other,
+                        category_count=stat.count, category_npmi=stat.npmi, category_lift=stat.lift,
+                        text_similarity=float(sims[i, j]) if embeddings is not None else None,
+                    ))
+    return out
+
+
+def similarity_candidates(
+    sources: Sequence[Product], embeddings: EmbeddingTable, *, members: Mapping[str, Sequence[str]],
+    per_product: int, min_similarity: float,
+) -> list[Candidate]:
+    """Substitutes: nearest neighbours by text embedding within the source's leaf category (same shelf)."""
+    rows = embeddings.rows()
+    out: list[Candidate] = []
+    by_leaf: dict[str, list[Product]] = defaultdict(list)
+    for product in sources:
+        if product.leaf_category and product.id in rows:
+            by_leaf[product.leaf_category].append(product)
+    for source_leaf, group in by_leaf.items():
+        pool = [pid for pid in members.get(source_leaf, ()) if pid in rows]
+        if len(pool) < 2:
+            continue
+        sims = embeddings.vectors[[rows[p.id] for p in group]] @ embeddings.vectors[[rows[pid] for pid in pool]].T
+        for i, product in enumerate(group):
+            for j in _top_k(sims[i], per_product + 1):
+                target, sim = pool[j], float(sims[i, j])
+                if target == product.id or sim < min_similarity:
+                    continue
+                out.append(Candidate(
+                    source=product.id, target=target, kind="substitute", origins=("similarity",),
+                    same_leaf=True, text_similarity=sim,
+                ))
+    return out
+
+
+def leaf_members(products: Iterable[Product]) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = defaultdict(list)
+    for product in products:
+        if product.leaf_category:
+            members[product.leaf_category].append(product.id)
+    return dict(members)
+
+
+def fill_similarity(candidates: Sequence[Candidate], embeddings: EmbeddingTable | None) -> list[Candidate]:
+    """Give every candidate its text similarity (the scoring formula reads it for every pair)."""
+    if embeddings is None:
+        return list(candidates)
+    rows = embeddings.rows()
+    out: list[Candidate] = []
+    for cand in candidates:
+        if cand.text_similarity is None and cand.source in rows and cand.target in rows:
+            sim = float(embeddings.vectors[rows[cand.source]] @ embeddings.vectors[rows[cand.target]])
+            cand = cand.model_copy(update={"text_similarity": max(min(sim, 1.0), -1.0)})
+        out.append(cand)
+    return out
+
+
+def restrict_to(candidates: Iterable[Candidate], known: Collection[str]) -> list[Candidate]:
+    return [c for c in candidates if c.source in known and c.target in known and c.source != c.target]

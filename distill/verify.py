@@ -1,0 +1,97 @@
+"""Verify stage: the model judges (product, candidate, kind) pairs in batches, a score in [0, 1] and a
+one-line reason. Only pairs the prompt asked about are accepted; the model cannot add an edge, only rate one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from distill.candidates import Candidate
+from distill.enrich import call_llm, reason_counts
+from distill.prompts import RenderedPrompt, VerifyAnswer, verify_prompt
+from graph_schema.models import Product, Rejection, StageReport
+
+if TYPE_CHECKING:
+    from distill.llm import LLMGateway
+
+STAGE = "verify"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    candidates: list[Candidate]
+    """All input candidates; the judged ones carry llm_score and llm_reason."""
+    rejections: list[Rejection]
+    report: StageReport
+    pending: list[RenderedPrompt[VerifyAnswer]]
+
+
+def shortlist(
+    candidates: Sequence[Candidate], prescore: Callable[[Candidate], float], *, per_source: Mapping[str, int]
+) -> list[Candidate]:
+    """The best `per_source[kind]` candidates of each (source, kind) by the model-free score: the judge's time
+    goes where it can change the final top-k."""
+    grouped: dict[tuple[str, str], list[tuple[float, Candidate]]] = defaultdict(list)
+    for cand in candidates:
+        grouped[(cand.source, cand.kind)].append((prescore(cand), cand))
+    chosen: list[Candidate] = []
+    for (_, kind), scored in sorted(grouped.items()):
+        scored.sort(key=lambda pair: (-pair[0], pair[1].target))
+        chosen.extend(cand for _, cand in scored[: per_source.get(kind, 0)])
+    return chosen
+
+
+def verify(
+    candidates: Sequence[Candidate], to_judge: Sequence[Candidate], products_by_id: Mapping[str, Product],
+    gateway: LLMGateway, *, batch_size: int, progress: bool = True,
+) -> VerifyResult:
+    started = time.perf_counter()
+    ordered = sorted(to_judge, key=lambda c: (c.source, c.kind, c.target))
+    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    prompts = [
+        verify_prompt([(products_by_id[c.source], products_by_id[c.target], c.kind) for c in batch])
+        for batch in batches
+    ]
+    calls = call_llm(gateway, prompts, stage=STAGE, progress=progress)
+    answers = {id(prompt): answer for prompt, answer in calls.answered}
+    rejections = list(calls.rejections)
+    judged: dict[tuple[str, str, str], tuple[float, str]] = {}
+    for batch, prompt in zip(batches, prompts, strict=True):
+        answer = answers.get(id(prompt))
+        if answer is None:
+            continue
+        asked = {c.key for c in batch}
+        for item in answer.judgements:
+            key = (item.source, item.target, item.kind)
+            if key not in asked:
+                # A pair the prompt never asked about: an invented edge, e.g. obeying injected catalog text.
+                rejections.append(Rejection(stage=STAGE, item=f"{item.source[:120]}->{item.target[:120]}",
+                                            reason="pair not in prompt", raw=item.model_dump_json()[:2000]))
+                continue
+            if key in judged:
+                rejections.append(Rejection(stage=STAGE, item=f"{item.source}->{item.target}",
+                                            reason="duplicate judgement", raw=item.model_dump_json()[:2000]))
+                continue
+            judged[key] = (item.score, " ".join(item.reason.split())[:300])
+        for cand in batch:
+            if cand.key not in judged:
+                rejections.append(Rejection(stage=STAGE, item=f"{cand.source}->{cand.target}",
+                                            reason="no judgement for pair", raw=cand.kind))
+    out = [
+        c.model_copy(update={"llm_score": judged[c.key][0], "llm_reason": judged[c.key][1]}) if c.key in judged else c
+        for c in candidates
+    ]
+    report = StageReport(
+        stage=STAGE,
+        items_in=len(ordered),
+        items_out=len(judged),
+        rejected=len(rejections),
+        rejection_reasons=reason_counts(rejections),
+        llm=calls.usage,
+        wall_seconds=time.perf_counter() - started,
+    )
+    return VerifyResult(candidates=out, rejections=rejections, report=report, pending=list(calls.pending))

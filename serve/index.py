@@ -1,0 +1,437 @@
+"""`GraphIndex`: an immutable, in-memory projection of one published graph version, and its lookups.
+
+Pure: no I/O, no store, no model. Products are int32 rows; each relation kind is a CSR (indptr, target,
+score, reason id) sorted by score descending, so a lookup is a slice, a mask and a head. Building lives in
+`serve.build`. A reload builds a new GraphIndex beside the old one; nothing here is ever mutated.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+
+from distill.store.base import PublishedGraph
+from graph_schema.kinds import RelationKind
+from serve.build import (
+    F32,
+    I32,
+    Csr,
+    EdgeColumns,
+    IndexArrays,
+    IndexMeta,
+    NodeColumns,
+    build_arrays,
+    columns_from_published,
+    parse_json_object,
+)
+
+Source = Literal["direct", "via_substitutes", "via_category", "none"]
+"""Where complements came from: the product's own edges, the complements of its substitutes, or what
+products of its category are complemented by; `none` when all three are empty."""
+
+SUBSTITUTE_FANOUT = 5
+"""Substitutes whose complements a product without complement edges borrows."""
+
+
+class UnknownProduct(KeyError):
+    """The product id is not in this graph version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Applied to candidate targets. Price bounds exclude products without a price."""
+
+    min_score: float = 0.0
+    category: str | None = None
+    """Matches any level of the target's category path (so "Cameras" matches "Electronics > Cameras")."""
+    price_min: float | None = None
+    price_max: float | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    product_id: str
+    title: str
+    category: tuple[str, ...]
+    price: float | None
+    score: float
+    reasons: tuple[str, ...]
+    via: str | None
+    """The substitute or same-category product whose edge lent this candidate; None when direct."""
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourList:
+    product_id: str
+    kind: RelationKind
+    source: Source
+    items: tuple[Neighbour, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CartContribution:
+    cart_item: str
+    score: float
+    reasons: tuple[str, ...]
+    source: Source
+    via: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CartSuggestion:
+    product_id: str
+    title: str
+    category: tuple[str, ...]
+    price: float | None
+    score: float
+    """Sum of the complement scores towards every cart item it goes with (can exceed 1)."""
+    goes_with: tuple[CartContribution, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CartResult:
+    cart: tuple[str, ...]
+    unknown: tuple[str, ...]
+    items: tuple[CartSuggestion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    id: str
+    title: str
+    description: str | None
+    brand: str | None
+    category: tuple[str, ...]
+    price: float | None
+    attributes: dict[str, str]
+    enriched: dict[str, str]
+    keyphrases: tuple[str, ...]
+    complement_count: int
+    substitute_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    source: Source
+    dst: I32
+    score: F32
+    reason: I32
+    via: I32  # -1 = direct
+
+
+_EMPTY_I32 = np.zeros(0, np.int32)
+_EMPTY_F32 = np.zeros(0, np.float32)
+
+
+class GraphIndex:
+    """Read-only lookups over one graph version. Safe to share between threads."""
+
+    __slots__ = ("_a", "_rows", "_cat_by_name", "_memory")
+
+    def __init__(self, arrays: IndexArrays) -> None:
+        self._a = arrays
+        self._rows: dict[str, int] = {pid: i for i, pid in enumerate(arrays.nodes.ids)}
+        by_name: dict[str, list[int]] = {}
+        for cat_id, path in enumerate(arrays.nodes.categories):
+            for name in set(path):
+                by_name.setdefault(name, []).append(cat_id)
+        self._cat_by_name = {name: np.array(ids, np.int32) for name, ids in by_name.items()}
+        self._memory: int | None = None
+
+    # --- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def from_published(cls, graph: PublishedGraph) -> GraphIndex:
+        return cls(build_arrays(*columns_from_published(graph)))
+
+    @classmethod
+    def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> GraphIndex:
+        """The same vectorized path as `from_published`, for callers that already hold arrays."""
+        return cls(build_arrays(meta, nodes, edges))
+
+    # --- facts -----------------------------------------------------------------------------------------
+    @property
+    def meta(self) -> IndexMeta:
+        return self._a.meta
+
+    @property
+    def version(self) -> str:
+        return self._a.meta.version
+
+    @property
+    def created_at(self) -> datetime | None:
+        return self._a.meta.created_at
+
+    @property
+    def product_count(self) -> int:
+        return len(self._a.nodes.ids)
+
+    def relation_counts(self) -> dict[RelationKind, int]:
+        """Directed edges held; a substitute pair counts twice (both directions are served)."""
+        return {"complement": len(self._a.complements.dst), "substitute": len(self._a.substitutes.dst)}
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self._rows
+
+    def memory_bytes(self) -> int:
+        """Arrays plus an estimate of the Python strings and the id dict (computed once)."""
+        if self._memory is None:
+            a = self._a
+            total = a.complements.nbytes() + a.substitutes.nbytes() + a.category_complements.nbytes()
+            total += a.nodes.category_id.nbytes + a.nodes.price.nbytes
+            total += sys.getsizeof(self._rows) + sum(sys.getsizeof(s) for s in a.nodes.ids)
+            total += sum(sys.getsizeof(s) for s in a.nodes.titles)
+            total += sum(sum(sys.getsizeof(s) for s in r) for r in a.reasons)
+            self._memory = total
+        return self._memory
+
+    # --- lookups ---------------------------------------------------------------------------------------
+    def _row(self, product_id: str) -> int:
+        try:
+            return self._rows[product_id]
+        except KeyError:
+            raise UnknownProduct(product_id) from None
+
+    def product(self, product_id: str) -> ProductView:
+        row = self._row(product_id)
+        n, d = self._a.nodes, self._a.nodes.details
+        return ProductView(
+            id=product_id,
+            title=n.titles[row],
+            description=d.description[row] if d else None,
+            brand=d.brand[row] if d else None,
+            category=self._category(row),
+            price=self._price(row),
+            attributes=parse_json_object(d.attributes_json[row]) if d else {},
+            enriched=parse_json_object(d.enriched_json[row]) if d else {},
+            keyphrases=tuple(d.keyphrases[row] or ()) if d else (),
+            complement_count=self._degree(self._a.complements, row),
+            substitute_count=self._degree(self._a.substitutes, row),
+        )
+
+    def complements(
+        self,
+        product_id: str,
+        k: int,
+        *,
+        min_score: float = 0.0,
+        category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
+        exclude: Iterable[str] = frozenset(),
+    ) -> NeighbourList:
+        """Top-k complements. Own edges when the product has any; otherwise those of its substitutes
+        (score x substitute score); otherwise its category's list (see `serve.build`)."""
+        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
+        row = self._row(product_id)
+        cand = self._complement_candidates(row)
+        return NeighbourList(product_id, "complement", cand.source, self._top(cand, k, filters, {row}))
+
+    def substitutes(
+        self,
+        product_id: str,
+        k: int,
+        *,
+        min_score: float = 0.0,
+        category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
+        exclude: Iterable[str] = frozenset(),
+    ) -> NeighbourList:
+        """Top-k substitutes from the product's own edges (no fallback: a guessed substitute misleads)."""
+        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
+        row = self._row(product_id)
+        dst, score, reason = self._slice(self._a.substitutes, row)
+        cand = _Candidates("direct", dst, score, reason, np.full(len(dst), -1, np.int32))
+        return NeighbourList(product_id, "substitute", "direct", self._top(cand, k, filters, {row}))
+
+    def cart_addons(
+        self,
+        cart_ids: Sequence[str],
+        k: int,
+        *,
+        min_score: float = 0.0,
+        category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
+        exclude: Iterable[str] = frozenset(),
+    ) -> CartResult:
+        """Complements of the whole cart. A candidate's score is the SUM of its complement scores towards
+        the cart items (going with two items beats going with one); cart items and every substitute of a
+        cart item are dropped; at most ceil(k/2) suggestions per category unless too few categories are
+        left to fill k; `min_score` applies to the summed score."""
+        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
+        cart: list[str] = list(dict.fromkeys(cart_ids))
+        known = [pid for pid in cart if pid in self._rows]
+        unknown = tuple(pid for pid in cart if pid not in self._rows)
+        rows = [self._rows[pid] for pid in known]
+        if not rows:
+            return CartResult((), unknown, ())
+        banned = set(rows)
+        for row in rows:
+            banned.update(self._slice(self._a.substitutes, row)[0].tolist())
+        parts = [(i, self._complement_candidates(row)) for i, row in enumerate(rows)]
+        dst = np.concatenate([c.dst for _, c in parts])
+        score = np.concatenate([c.score for _, c in parts])
+        mask = self._mask(dst, score, replace(filters, min_score=0.0), banned)
+        if not mask.any():
+            return CartResult(tuple(known), unknown, ())
+        which = np.concatenate([np.full(len(c.dst), i, np.int32) for i, c in parts])[mask]
+        reason = np.concatenate([c.reason for _, c in parts])[mask]
+        via = np.concatenate([c.via for _, c in parts])[mask]
+        sources = [c.source for _, c in parts]
+        dst, score = dst[mask], score[mask]
+        targets, inverse = np.unique(dst, return_inverse=True)
+        totals = np.bincount(inverse, weights=score.astype(np.float64))
+        order = np.lexsort((targets, -totals))
+        order = order[totals[order] >= filters.min_score]
+        chosen = self._diversify(targets[order], k)
+        items = []
+        for t in chosen:
+            pos = int(np.searchsorted(targets, t))
+            hits = np.flatnonzero(inverse == pos)
+            hits = hits[np.lexsort((which[hits], -score[hits]))]
+            goes_with = tuple(
+                CartContribution(
+                    cart_item=known[int(which[h])],
+                    score=float(score[h]),
+                    reasons=self._a.reasons[int(reason[h])],
+                    source=sources[int(which[h])],
+                    via=self._a.nodes.ids[int(via[h])] if via[h] >= 0 else None,
+                )
+                for h in hits
+            )
+            items.append(
+                CartSuggestion(
+                    product_id=self._a.nodes.ids[t],
+                    title=self._a.nodes.titles[t],
+                    category=self._category(t),
+                    price=self._price(t),
+                    score=float(totals[pos]),
+                    goes_with=goes_with,
+                )
+            )
+        return CartResult(tuple(known), unknown, tuple(items))
+
+    # --- internals -------------------------------------------------------------------------------------
+    @staticmethod
+    def _degree(csr: Csr, row: int) -> int:
+        return int(csr.indptr[row + 1] - csr.indptr[row])
+
+    @staticmethod
+    def _slice(csr: Csr, row: int) -> tuple[I32, F32, I32]:
+        lo, hi = int(csr.indptr[row]), int(csr.indptr[row + 1])
+        return csr.dst[lo:hi], csr.score[lo:hi], csr.reason_id[lo:hi]
+
+    def _category(self, row: int) -> tuple[str, ...]:
+        cat = int(self._a.nodes.category_id[row])
+        return self._a.nodes.categories[cat] if cat >= 0 else ()
+
+    def _price(self, row: int) -> float | None:
+        price = float(self._a.nodes.price[row])
+        return None if math.isnan(price) else price
+
+    def _complement_candidates(self, row: int) -> _Candidates:
+        comp = self._a.complements
+        dst, score, reason = self._slice(comp, row)
+        if len(dst):
+            return _Candidates("direct", dst, score, reason, np.full(len(dst), -1, np.int32))
+        sub_dst, sub_score, _ = self._slice(self._a.substitutes, row)
+        sub_dst, sub_score = sub_dst[:SUBSTITUTE_FANOUT], sub_score[:SUBSTITUTE_FANOUT]
+        parts = [(s, ss, *self._slice(comp, int(s))) for s, ss in zip(sub_dst, sub_score)]
+        parts = [p for p in parts if len(p[2])]
+        if parts:
+            dst = np.concatenate([p[2] for p in parts])
+            score = np.concatenate([p[3] * p[1] for p in parts]).astype(np.float32)
+            reason = np.concatenate([p[4] for p in parts])
+            via = np.concatenate([np.full(len(p[2]), p[0], np.int32) for p in parts])
+            keep = (dst != row) & ~np.isin(dst, sub_dst)
+            dst, score, reason, via = dst[keep], score[keep], reason[keep], via[keep]
+            if len(dst):
+                # best path per target, then score order (ties: target row)
+                order = np.lexsort((dst, -score))
+                _, first = np.unique(dst[order], return_index=True)
+                best = order[np.sort(first)]
+                best = best[np.lexsort((dst[best], -score[best]))]
+                return _Candidates("via_substitutes", dst[best], score[best], reason[best], via[best])
+        cat = int(self._a.nodes.category_id[row])
+        if cat >= 0:
+            cc = self._a.category_complements
+            lo, hi = int(cc.indptr[cat]), int(cc.indptr[cat + 1])
+            assert cc.via is not None
+            dst, score, reason, via = cc.dst[lo:hi], cc.score[lo:hi], cc.reason_id[lo:hi], cc.via[lo:hi]
+            keep = (dst != row) & ~np.isin(dst, sub_dst)
+            if keep.any():
+                return _Candidates("via_category", dst[keep], score[keep], reason[keep], via[keep])
+        return _Candidates("none", _EMPTY_I32, _EMPTY_F32, _EMPTY_I32, _EMPTY_I32)
+
+    def _mask(self, dst: I32, score: F32, f: Filters, banned: set[int]) -> np.ndarray:
+        mask = np.ones(len(dst), dtype=bool)
+        if f.min_score > 0:
+            mask &= score >= f.min_score
+        if f.category is not None:
+            mask &= np.isin(self._a.nodes.category_id[dst], self._cat_by_name.get(f.category, _EMPTY_I32))
+        if f.price_min is not None or f.price_max is not None:
+            price = self._a.nodes.price[dst]
+            with np.errstate(invalid="ignore"):
+                if f.price_min is not None:
+                    mask &= price >= f.price_min
+                if f.price_max is not None:
+                    mask &= price <= f.price_max
+        rows = banned | {self._rows[p] for p in f.exclude if p in self._rows}
+        if len(rows) <= 8:  # a few comparisons beat np.isin's sort on short candidate lists
+            for banned_row in rows:
+                mask &= dst != banned_row
+        else:
+            mask &= ~np.isin(dst, np.fromiter(rows, np.int32, len(rows)))
+        return mask
+
+    def _top(self, cand: _Candidates, k: int, f: Filters, banned: set[int]) -> tuple[Neighbour, ...]:
+        keep = np.flatnonzero(self._mask(cand.dst, cand.score, f, banned))[:k]
+        ids, titles, reasons = self._a.nodes.ids, self._a.nodes.titles, self._a.reasons
+        return tuple(
+            Neighbour(
+                product_id=ids[t],
+                title=titles[t],
+                category=self._category(t),
+                price=self._price(t),
+                score=float(s),
+                reasons=reasons[r],
+                via=ids[v] if v >= 0 else None,
+            )
+            for t, s, r, v in zip(
+                cand.dst[keep].tolist(), cand.score[keep].tolist(), cand.reason[keep].tolist(),
+                cand.via[keep].tolist(),
+            )
+        )
+
+    def _diversify(self, ranked: I32, k: int) -> list[int]:
+        """At most ceil(k/2) per category path (uncategorized products share one bucket); when the cap
+        leaves fewer than k, the best skipped candidates fill the rest in score order."""
+        cap = math.ceil(k / 2)
+        per_cat: dict[int, int] = {}
+        chosen: list[int] = []
+        skipped: list[int] = []
+        cats = self._a.nodes.category_id[ranked].tolist()
+        for t, c in zip(ranked.tolist(), cats):
+            if len(chosen) >= k:
+                break
+            if per_cat.get(c, 0) < cap:
+                per_cat[c] = per_cat.get(c, 0) + 1
+                chosen.append(t)
+            else:
+                skipped.append(t)
+        if len(chosen) < k:
+            filled = set(chosen) | set(skipped[: k - len(chosen)])
+            chosen = [t for t in ranked.tolist() if t in filled]
+        return chosen
+

@@ -1,0 +1,54 @@
+"""The server's one settings object, read once at the entry point and passed to `create_app`.
+
+Env prefix `SHELFGRAPH_` (shared with DistillSettings): serve-only fields have names the distiller does not
+use, and the `neo4j_*` fields mean exactly what they mean there (the same database), so one environment
+configures both. No other serve module reads os.environ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GraphSourceKind = Literal["embedded", "neo4j"]
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFGRAPH_", extra="forbid")
+
+    # --- where the graph comes from ------------------------------------------------------------------
+    graph_source: GraphSourceKind = Field(
+        default="embedded", description="read published versions from the embedded store or from Neo4j"
+    )
+    graph_dir: Path = Field(default=Path(".shelfgraph/graph"), description="embedded store root")
+    neo4j_uri: str = "bolt://127.0.0.1:7687"
+    neo4j_user: str = "neo4j"
+    neo4j_password: SecretStr = SecretStr("shelfgraph")
+    neo4j_database: str | None = None
+    reload_interval_s: float = Field(
+        default=30.0, ge=0, description="poll the store for a new current version; 0 = never"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="enables POST /admin/reload (Authorization: Bearer <token>)"
+    )
+
+    # --- request limits ------------------------------------------------------------------------------
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=100, ge=1)
+    max_cart_items: int = Field(default=50, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get a 413")
+
+    # --- process -------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=2, ge=1, description="gunicorn worker processes (each holds its own index)")
+    threads: int = Field(default=1, ge=1, description="threads per gunicorn worker (gthread when > 1)")
+
+    @model_validator(mode="after")
+    def _k_within_limit(self) -> ServeSettings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        return self

@@ -1,0 +1,95 @@
+"""ResponseCache: keys, round trips, persistence, and concurrent writers from threads and processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from distill.cache import CacheEntry, ResponseCache, cache_key
+from distill.prompts import ChatMessage, RenderedPrompt
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Answer(BaseModel):
+    value: str
+
+
+def prompt(text: str, version: str = "1", name: str = "p") -> RenderedPrompt[Answer]:
+    return RenderedPrompt(name=name, version=version, messages=(ChatMessage("user", text),), response_model=Answer)
+
+
+def entry(key: str, text: str = '{"value": "x"}') -> CacheEntry:
+    return CacheEntry(key=key, model="m", prompt_name="p", prompt_version="1", text=text, input_tokens=3, output_tokens=4, cost_usd=0.5)
+
+
+def test_key_depends_on_model_prompt_version_and_input() -> None:
+    base = cache_key("m", prompt("a"))
+    assert base == cache_key("m", prompt("a"))
+    assert len({base, cache_key("m2", prompt("a")), cache_key("m", prompt("b")), cache_key("m", prompt("a", version="2")),
+                cache_key("m", prompt("a", name="q"))}) == 5
+
+
+def test_round_trip_and_persistence(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "cache.sqlite"
+    cache = ResponseCache(path)
+    assert cache.get("k") is None and not cache.contains("k") and cache.count() == 0
+    cache.put(entry("k"))
+    cache.put(entry("k", text='{"value": "y"}'))  # same key overwrites, never duplicates
+    cache.close()
+    reopened = ResponseCache(path)
+    got = reopened.get("k")
+    assert got is not None and got.text == '{"value": "y"}' and got.input_tokens == 3 and got.cost_usd == 0.5
+    assert got.created_at.tzinfo is not None
+    assert "k" in reopened and reopened.count() == 1
+
+
+def test_import_batch_results_is_one_transaction(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    assert cache.import_batch_results(entry(f"k{i}") for i in range(50)) == 50
+    assert cache.count() == 50
+
+
+def test_threads_write_concurrently(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+
+    def write(worker: int) -> None:
+        for i in range(50):
+            cache.put(entry(f"t{worker}-{i}"))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.count() == 400
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from distill.cache import CacheEntry, ResponseCache
+cache = ResponseCache(Path(sys.argv[1]))
+for i in range(300):
+    cache.put(CacheEntry(key=f"{sys.argv[2]}-{i}", model="m", prompt_name="p", prompt_version="1", text=str(i)))
+print("done")
+"""
+
+
+def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    outputs = [writer.communicate(timeout=60) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], [err for _, err in outputs]
+    cache = ResponseCache(path)
+    assert cache.count() == 600
+    assert cache.get("a-299") is not None and cache.get("b-0") is not None

@@ -1,0 +1,180 @@
+"""GraphIndex against a brute-force Python reference on random graphs (seeded, property style).
+The reference re-derives every rule from the relation list: best duplicate, symmetric substitutes,
+fallbacks, filters, cart sum, exclusions and diversification."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from graph_schema.models import Product, Relation
+from serve.index import SUBSTITUTE_FANOUT, GraphIndex
+from tests.serve.conftest import make_graph, product, rel
+
+CATEGORIES = [("E", "Cam"), ("E", "Acc"), ("E", "Sto"), ("Home",), ("Home", "Acc")]
+f32 = np.float32
+
+
+@dataclass
+class Ref:
+    products: dict[str, Product]
+    comp: dict[str, dict[str, float]]
+    subs: dict[str, dict[str, float]]
+
+
+def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]:
+    rng = random.Random(seed)
+    products = [
+        product(f"p{i:03d}", f"P{i}", rng.choice(CATEGORIES + [()]), rng.choice([None, round(rng.uniform(1, 100), 2)]))
+        for i in range(n)
+    ]
+    relations = []
+    for _ in range(n * 3):
+        a, b = rng.sample(range(n), 2)
+        kind = "complement" if rng.random() < 0.75 else "substitute"
+        relations.append(rel(f"p{a:03d}", f"p{b:03d}", kind, round(rng.uniform(0.01, 1.0), 6)))
+    return products, relations
+
+
+def reference(products: list[Product], relations: list[Relation]) -> Ref:
+    comp: dict[str, dict[str, float]] = {p.id: {} for p in products}
+    subs: dict[str, dict[str, float]] = {p.id: {} for p in products}
+    for r in relations:
+        s = float(f32(r.score))
+        if r.kind == "complement":
+            comp[r.source][r.target] = max(comp[r.source].get(r.target, 0.0), s)
+        else:
+            for a, b in ((r.source, r.target), (r.target, r.source)):
+                subs[a][b] = max(subs[a].get(b, 0.0), s)
+    return Ref({p.id: p for p in products}, comp, subs)
+
+
+def ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def ref_candidates(ref: Ref, pid: str) -> tuple[str, list[tuple[str, float]]]:
+    if ref.comp[pid]:
+        return "direct", ranked(ref.comp[pid])
+    top_subs = [s for s, _ in ranked(ref.subs[pid])[:SUBSTITUTE_FANOUT]]
+    borrowed: dict[str, float] = {}
+    for s in top_subs:
+        for t, c in ref.comp[s].items():
+            if t != pid and t not in top_subs:
+                borrowed[t] = max(borrowed.get(t, 0.0), float(f32(c) * f32(ref.subs[pid][s])))
+    if borrowed:
+        return "via_substitutes", ranked(borrowed)
+    cat = ref.products[pid].category
+    if cat:
+        sources = [q for q, p in ref.products.items() if p.category == cat and ref.comp[q]]
+        totals: dict[str, float] = {}
+        for q in sources:
+            for t, c in ref.comp[q].items():
+                totals[t] = totals.get(t, 0.0) + c
+        means = {t: float(f32(v / len(sources))) for t, v in totals.items()}
+        kept = [(t, s) for t, s in ranked(means)[:50] if t != pid and t not in top_subs]
+        if kept:
+            return "via_category", kept
+    return "none", []
+
+
+def passes(ref: Ref, pid: str, score: float, f: dict) -> bool:  # type: ignore[type-arg]
+    p = ref.products[pid]
+    if score < f.get("min_score", 0.0):
+        return False
+    if f.get("category") is not None and f["category"] not in p.category:
+        return False
+    for bound, ok in (("price_min", lambda v, b: v >= b), ("price_max", lambda v, b: v <= b)):
+        if f.get(bound) is not None and (p.price is None or not ok(p.price, f[bound])):
+            return False
+    return pid not in f.get("exclude", ())
+
+
+def random_filters(rng: random.Random, ids: list[str]) -> dict:  # type: ignore[type-arg]
+    f: dict = {}  # type: ignore[type-arg]
+    if rng.random() < 0.3:
+        f["min_score"] = rng.uniform(0, 0.8)
+    if rng.random() < 0.3:
+        f["category"] = rng.choice(["E", "Acc", "Home", "Sto", "Nope"])
+    if rng.random() < 0.3:
+        f["price_min"] = rng.uniform(0, 50)
+    if rng.random() < 0.3:
+        f["price_max"] = rng.uniform(50, 100)
+    if rng.random() < 0.3:
+        f["exclude"] = frozenset(rng.sample(ids, 5))
+    return f
+
+
+def close(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert [t for t, _ in got] == [t for t, _ in want]
+    for (_, a), (_, b) in zip(got, want):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lookups_match_reference(seed: int) -> None:
+    products, relations = random_graph(seed)
+    ref = reference(products, relations)
+    ix = GraphIndex.from_published(make_graph(products, relations))
+    rng = random.Random(1000 + seed)
+    ids = [p.id for p in products]
+    sources_seen = set()
+    for pid in ids:
+        k = rng.randint(1, 12)
+        f = random_filters(rng, ids)
+        source, cands = ref_candidates(ref, pid)
+        want = [(t, s) for t, s in cands if passes(ref, t, s, f)][:k]
+        got = ix.complements(pid, k, **f)
+        assert got.source == source
+        sources_seen.add(source)
+        close([(n.product_id, n.score) for n in got.items], want)
+
+        want_subs = [(t, s) for t, s in ranked(ref.subs[pid]) if passes(ref, t, s, f)][:k]
+        close([(n.product_id, n.score) for n in ix.substitutes(pid, k, **f).items], want_subs)
+    assert "direct" in sources_seen
+
+
+def ref_cart(ref: Ref, cart: list[str], k: int, f: dict) -> list[tuple[str, float]]:  # type: ignore[type-arg]
+    known = [c for c in dict.fromkeys(cart) if c in ref.products]
+    banned = set(known) | {s for c in known for s in ref.subs[c]}
+    totals: dict[str, float] = {}
+    for c in known:
+        for t, s in ref_candidates(ref, c)[1]:
+            if t not in banned and passes(ref, t, s, {**f, "min_score": 0.0}):
+                totals[t] = totals.get(t, 0.0) + s
+    order = [(t, s) for t, s in ranked(totals) if s >= f.get("min_score", 0.0)]
+    cap, per_cat, chosen, skipped = math.ceil(k / 2), {}, [], []  # type: ignore[var-annotated]
+    for t, s in order:
+        if len(chosen) >= k:
+            break
+        cat = ref.products[t].category
+        if per_cat.get(cat, 0) < cap:
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+            chosen.append(t)
+        else:
+            skipped.append(t)
+    keep = set(chosen) | set(skipped[: max(0, k - len(chosen))])
+    return [(t, s) for t, s in order if t in keep]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cart_matches_reference(seed: int) -> None:
+    products, relations = random_graph(seed)
+    ref = reference(products, relations)
+    ix = GraphIndex.from_published(make_graph(products, relations))
+    rng = random.Random(2000 + seed)
+    ids = [p.id for p in products]
+    for _ in range(40):
+        cart = rng.sample(ids, rng.randint(1, 5)) + (["unknown"] if rng.random() < 0.2 else [])
+        k = rng.randint(1, 12)
+        f = random_filters(rng, ids)
+        got = ix.cart_addons(cart, k, **f)
+        want = ref_cart(ref, cart, k, f)
+        close([(s.product_id, s.score) for s in got.items], want)
+        for s in got.items:
+            assert {c.cart_item for c in s.goes_with} <= set(cart)
+            assert math.isclose(sum(c.score for c in s.goes_with), s.score, rel_tol=1e-5)
