@@ -159,75 +159,23 @@ class BehaviourView:
     baskets: int
 
 
-def _association(pairs: pl.DataFrame, singles: pl.DataFrame, n: int, a: str, b: str) -> pl.DataFrame:
-    """Add lift, pmi and npmi to a (a, b, count) frame given per-item basket counts."""
-    return (
-        pairs.join(singles.rename({"item": a, "n": "n_a"}), on=a)
-        .join(singles.rename({"item": b, "n": "n_b"}), on=b)
-        .with_columns(
-            lift=(pl.col("count") * n) / (pl.col("n_a") * pl.col("n_b")),
-            p_ab=pl.col("count") / n,
-        )
-        .with_columns(pmi=pl.col("lift").log())
-        .with_columns(
-            npmi=pl.when(pl.col("p_ab") < 1.0).then(pl.col("pmi") / (-pl.col("p_ab").log())).otherwise(1.0)
-        )
-    )
-
-
 def build_behaviour(baskets: pl.DataFrame, products: Sequence[Product], *, max_basket: int = 50) -> BehaviourView:
-    """Pair and category statistics from (basket_id, product_id) rows. Baskets larger than `max_basket` are
-    left out of pair counts: a 300-item wholesale order says little about what goes together and costs n^2."""
-    leaf = {p.id: p.leaf_category for p in products if p.leaf_category}
-    rows = baskets.select("basket_id", "product_id").unique()
-    sizes = rows.group_by("basket_id").len("size")
-    rows = rows.join(sizes, on="basket_id").filter(pl.col("size") <= max_basket).drop("size")
-    n = max(rows["basket_id"].n_unique(), 1)
-    singles = rows.group_by("product_id").len("n").rename({"product_id": "item"})
-    popularity = dict(zip(singles["item"].to_list(), singles["n"].to_list(), strict=True))
-    pairs = (
-        rows.join(rows, on="basket_id", suffix="_b")
-        .filter(pl.col("product_id") != pl.col("product_id_b"))
-        .group_by("product_id", "product_id_b")
-        .len("count")
-        .rename({"product_id": "a", "product_id_b": "b"})
-    )
-    pairs = _association(pairs, singles, n, "a", "b").sort(["a", "count", "npmi"], descending=[False, True, True])
+    """Pair and leaf-category statistics of (basket_id, product_id) rows via distill.behaviour, at support 1:
+    the content-smoothed generator needs every observed pair, the others apply the minimum support."""
+    from distill.behaviour import CoPurchase
+
+    copurchase = CoPurchase.from_baskets(baskets, min_support=1, max_basket_size=max_basket)
+    pairs = copurchase.pairs.sort(["a", "count", "npmi", "b"], descending=[False, True, True, False])
     partners: dict[str, list[PairStat]] = defaultdict(list)
     for a, b, count, lift, pmi, npmi in pairs.select("a", "b", "count", "lift", "pmi", "npmi").iter_rows():
         partners[a].append(PairStat(b, int(count), float(lift), float(pmi), float(npmi)))
-
-    leaf_frame = pl.DataFrame(
-        {"product_id": list(leaf), "leaf": list(leaf.values())}, schema={"product_id": pl.String, "leaf": pl.String}
-    )
-    cat_rows = rows.join(leaf_frame, on="product_id").select("basket_id", "leaf").unique()
-    cat_singles = cat_rows.group_by("leaf").len("n").rename({"leaf": "item"})
-    cat_pairs = (
-        cat_rows.join(cat_rows, on="basket_id", suffix="_b")
-        .group_by("leaf", "leaf_b")
-        .len("count")
-        .rename({"leaf": "a", "leaf_b": "b"})
-    )
-    # Same-leaf pairs come from baskets holding two different products of one leaf (two memory cards).
-    same = (
-        rows.join(leaf_frame, on="product_id")
-        .group_by("basket_id", "leaf")
-        .len("k")
-        .filter(pl.col("k") >= 2)
-        .group_by("leaf")
-        .len("count")
-        .rename({"leaf": "a"})
-        .with_columns(b=pl.col("a"))
-    )
-    cat_pairs = pl.concat(
-        [cat_pairs.filter(pl.col("a") != pl.col("b")), same.select("a", "b", pl.col("count").cast(pl.UInt32))],
-        how="vertical_relaxed",
-    )
-    cat_pairs = _association(cat_pairs, cat_singles, n, "a", "b").sort(["a", "npmi"], descending=[False, True])
+    by_category = copurchase.category_copurchase(products, min_support=1).sort(
+        ["a", "npmi", "b"], descending=[False, True, False])
     categories: dict[str, list[CategoryStat]] = defaultdict(list)
-    for a, b, count, lift, npmi in cat_pairs.select("a", "b", "count", "lift", "npmi").iter_rows():
+    for a, b, count, lift, npmi in by_category.select("a", "b", "count", "lift", "npmi").iter_rows():
         categories[a].append(CategoryStat(b, int(count), float(lift), float(npmi)))
-    return BehaviourView(partners=dict(partners), categories=dict(categories), popularity=popularity, baskets=n)
+    return BehaviourView(partners=dict(partners), categories=dict(categories),
+                         popularity=copurchase.popularity(), baskets=copurchase.baskets)
 
 
 # ============================================================================================ generators

@@ -1,39 +1,36 @@
 """Catalog and order-log ingest: files in, validated `Product`s and basket rows out, every bad row reported.
 
-Owns reading CSV/TSV/JSONL/Parquet, column mapping, text normalization and the rejection threshold.
+Owns column mapping, text normalization and the rejection threshold (file formats live in distill.tabular).
 It never guesses a product id and never drops a row without writing down which row and why.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
 import re
-import sys
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.errors import CatalogError
+from distill.tabular import (
+    Format,
+    RowError,
+    RowErrorCode,
+    SourceRecord,
+    detect_format,
+    read_records,
+    with_progress,
+)
 from graph_schema.models import Product, StageReport
 
-Format = Literal["csv", "tsv", "jsonl", "parquet"]
-RowErrorCode = Literal[
-    "missing_id", "duplicate_id", "missing_title", "invalid_value", "malformed_line", "truncated_line",
-    "unknown_product",
-]
-
-_SUFFIX_FORMATS: Final[dict[str, Format]] = {
-    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-    ".parquet": "parquet", ".pq": "parquet",
-}
 # Candidate source columns per field, matched case-insensitively, first present wins.
 _DEFAULT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "id": ("id", "product_id", "sku", "item_id", "item id", "asin", "productid"),
@@ -48,8 +45,6 @@ _PRODUCT_COLUMNS: Final = ("product_id", "item_id", "sku", "asin", "item id", "i
 _AUTO_SEPARATORS: Final = (" > ", ">", " | ", "|")
 _PRICE_NOISE = re.compile(r"[\s$€£¥]|usd|eur|gbp", re.IGNORECASE)
 _THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+(\.\d+)?$")
-# The csv module refuses fields over 128 KiB by default; product descriptions can be longer.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -110,22 +105,6 @@ class ColumnMapping(BaseModel):
                 raise CatalogError(f"attribute columns {missing} not found; columns: {present}")
             attributes = list(self.attribute_columns)
         return self.model_copy(update={**chosen, "attribute_columns": attributes})
-
-
-class RowError(BaseModel):
-    """One row that was refused (or, in `warnings`, repaired), with where it is and why."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    row: int = Field(ge=0, description="1-based data-row number (header excluded); 0 = not tied to a row")
-    line: int | None = Field(default=None, description="physical line where the row starts (CSV/TSV/JSONL)")
-    product_id: str | None = None
-    code: RowErrorCode
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"row {self.row}" + (f" (line {self.line})" if self.line is not None else "")
-        return f"{where}{f' id={self.product_id!r}' if self.product_id else ''}: {self.reason}"
 
 
 class IngestReport(BaseModel):
@@ -202,6 +181,8 @@ def normalize_text(value: str) -> str:
 
 def _cell_text(value: Any) -> str | None:
     """Any cell (str, number, list, dict) as normalized text; empty becomes None."""
+    if type(value) is str:  # the common case first: this runs several times per row
+        return normalize_text(value) or None
     if value is None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
@@ -264,144 +245,6 @@ def parse_category(value: Any, separator: str | None = None) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-@dataclass(frozen=True)
-class SourceRecord:
-    """One data row as read, before validation. `values` is None when the line itself was unparseable
-    (then `error` says why); `warnings` are field-level repairs the reader already made."""
-
-    row: int
-    line: int | None
-    values: dict[str, Any] | None
-    error: RowError | None = None
-    warnings: tuple[RowError, ...] = ()
-
-
-def detect_format(path: Path, format: Format | None = None) -> Format:
-    if format is not None:
-        return format
-    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise CatalogError(f"cannot tell the format of {path} from its suffix; pass format=csv|tsv|jsonl|parquet")
-    return fmt
-
-
-def _open_text(path: Path) -> Any:
-    try:
-        return path.open("r", encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise CatalogError(f"cannot open {path}: {exc}") from exc
-
-
-def _delimited_records(path: Path, delimiter: str) -> tuple[list[str], Iterator[SourceRecord]]:
-    """Rows of a CSV/TSV with their data-row and physical line numbers. The csv module (not polars) is used
-    because it says where each row starts and lets a short or unterminated last row be reported, not lost."""
-    handle = _open_text(path)
-    reader = csv.reader(handle, delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        handle.close()
-        raise CatalogError(f"{path} is empty (no header line)") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        handle.close()
-        raise CatalogError(f"{path}: unreadable header: {exc}") from exc
-    header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        handle.close()
-        raise CatalogError(f"{path}: duplicate column names in header {header}")
-
-    def records() -> Iterator[SourceRecord]:
-        row_number, previous_end = 0, reader.line_num
-        with handle:
-            while True:
-                start = previous_end + 1
-                try:
-                    fields = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    row_number += 1
-                    code: RowErrorCode = "truncated_line" if "end of data" in str(exc) else "malformed_line"
-                    yield SourceRecord(row_number, start, None, RowError(
-                        row=row_number, line=start, code=code, reason=f"unparseable CSV: {exc}"))
-                    if code == "truncated_line":
-                        return
-                    previous_end = reader.line_num
-                    continue
-                except UnicodeDecodeError as exc:
-                    raise CatalogError(f"{path}: not UTF-8 near line {start}: {exc}") from exc
-                previous_end = reader.line_num
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue  # blank line: carries no data
-                row_number += 1
-                if len(fields) != len(header):
-                    kind: RowErrorCode = "truncated_line" if len(fields) < len(header) else "malformed_line"
-                    yield SourceRecord(row_number, start, None, RowError(
-                        row=row_number, line=start, product_id=fields[0].strip() or None, code=kind,
-                        reason=f"expected {len(header)} fields, got {len(fields)}"))
-                    continue
-                yield SourceRecord(row_number, start, dict(zip(header, fields)))
-
-    return header, records()
-
-
-def _jsonl_records(path: Path) -> tuple[list[str], Iterator[SourceRecord]]:
-    lines: list[tuple[int, str]] = []
-    with _open_text(path) as handle:
-        try:
-            lines = [(n, text) for n, text in enumerate(handle, start=1) if text.strip()]
-        except UnicodeDecodeError as exc:
-            raise CatalogError(f"{path}: not UTF-8: {exc}") from exc
-    columns: dict[str, None] = {}
-    parsed: list[SourceRecord] = []
-    for row_number, (line, text) in enumerate(lines, start=1):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            last = row_number == len(lines) and not text.endswith("\n")
-            parsed.append(SourceRecord(row_number, line, None, RowError(
-                row=row_number, line=line, code="truncated_line" if last else "malformed_line",
-                reason=f"invalid JSON: {exc.msg} at column {exc.colno}")))
-            continue
-        if not isinstance(obj, dict):
-            parsed.append(SourceRecord(row_number, line, None, RowError(
-                row=row_number, line=line, code="malformed_line",
-                reason=f"expected a JSON object, got {type(obj).__name__}")))
-            continue
-        columns.update(dict.fromkeys(obj))
-        parsed.append(SourceRecord(row_number, line, obj))
-    return list(columns), iter(parsed)
-
-
-def _parquet_records(path: Path) -> tuple[list[str], Iterator[SourceRecord]]:
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:  # polars/arrow raise many types for a bad file; all mean "unreadable"
-        raise CatalogError(f"cannot read Parquet {path}: {exc}") from exc
-    rows = frame.iter_rows(named=True)
-    return frame.columns, (SourceRecord(n, None, values) for n, values in enumerate(rows, start=1))
-
-
-def _records(path: Path, fmt: Format) -> tuple[list[str], Iterator[SourceRecord]]:
-    if not path.is_file():
-        raise CatalogError(f"catalog file not found: {path}")
-    if fmt == "csv":
-        return _delimited_records(path, ",")
-    if fmt == "tsv":
-        return _delimited_records(path, "\t")
-    if fmt == "jsonl":
-        return _jsonl_records(path)
-    return _parquet_records(path)
-
-
-def _progress(items: Iterable[SourceRecord], enabled: bool, label: str) -> Iterable[SourceRecord]:
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=label, transient=True)
-
-
 # ------------------------------------------------------------------------------------------------ products
 
 
@@ -449,14 +292,18 @@ def catalog_from_records(
     report = IngestReport(source=source, format=format)
     products: list[Product] = []
     first_row: dict[str, int] = {}
-    for record in _progress(records, progress, f"reading {Path(source).name}"):
-        report.rows_read += 1
-        if record.values is None:
-            assert record.error is not None
-            report.rejected.append(record.error)
-            continue
-        raw_id = record.values.get(resolved.id or "")
+    rows_read = 0  # plain counters: assigning to a pydantic field per row costs more than the row
+    for record in with_progress(records, progress, f"reading {Path(source).name}"):
+        rows_read += 1
+        raw_id = (record.values or {}).get(resolved.id or "")
         product_id = None if raw_id is None else str(raw_id).strip() or None
+        if record.error is not None or record.values is None:
+            assert record.error is not None
+            error = record.error
+            if error.product_id is None and product_id is not None:
+                error = error.model_copy(update={"product_id": product_id})
+            report.rejected.append(error)
+            continue
 
         def reject(code: RowErrorCode, reason: str, pid: str | None = product_id, rec: SourceRecord = record) -> None:
             report.rejected.append(RowError(row=rec.row, line=rec.line, product_id=pid, code=code, reason=reason))
@@ -481,6 +328,7 @@ def catalog_from_records(
         first_row[product_id] = record.row
         products.append(product)
         report.warnings.extend(record.warnings)
+    report.rows_read = rows_read
     report.accepted = len(products)
     _check_threshold(report, max_rejected)
     return Catalog(products=tuple(products), report=report)
@@ -515,7 +363,7 @@ def read_catalog(
     """
     path = Path(path)
     fmt = detect_format(path, format)
-    columns, records = _records(path, fmt)
+    columns, records = read_records(path, fmt)
     return catalog_from_records(
         records, columns=columns, source=str(path), format=fmt, mapping=mapping,
         max_rejected=max_rejected, progress=progress,
@@ -535,6 +383,10 @@ def _pick(columns: Sequence[str], explicit: str | None, candidates: Sequence[str
     if found is None:
         raise CatalogError(f"no {what} column (tried {list(candidates)}); columns: {list(columns)}")
     return found
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def interactions_from_pairs(
@@ -568,7 +420,7 @@ def read_interactions(
     `required_columns` value are rejected; rows naming products outside `known_ids` are dropped and counted."""
     path = Path(path)
     fmt = detect_format(path, format)
-    columns, records = _records(path, fmt)
+    columns, records = read_records(path, fmt)
     basket_col = _pick(columns, basket_column, _BASKET_COLUMNS, "basket")
     product_col = _pick(columns, product_column, _PRODUCT_COLUMNS, "product")
     for column in required_columns:
@@ -576,14 +428,16 @@ def read_interactions(
     report = InteractionReport(source=str(path))
     baskets: list[str] = []
     products: list[str] = []
-    for record in _progress(records, progress, f"reading {path.name}"):
-        report.rows_read += 1
-        if record.values is None:
+    checked = (basket_col, product_col, *required_columns)
+    rows_read = 0
+    for record in with_progress(records, progress, f"reading {path.name}"):
+        rows_read += 1
+        if record.error is not None or record.values is None:
             assert record.error is not None
             report.rejected.append(record.error)
             continue
         values = record.values
-        empty = [c for c in (basket_col, product_col, *required_columns) if _cell_text(values.get(c)) is None]
+        empty = [c for c in checked if _is_blank(values.get(c))]
         if empty:
             report.rejected.append(RowError(
                 row=record.row, line=record.line, product_id=_cell_text(values.get(product_col)),
@@ -591,6 +445,7 @@ def read_interactions(
             continue
         baskets.append(str(values[basket_col]).strip())
         products.append(str(values[product_col]).strip())
+    report.rows_read = rows_read
     last = report.rejected[-1] if report.rejected else None
     if last is not None and last.row == report.rows_read and last.code == "malformed_line":
         # An incomplete final row is the signature of a file cut off mid-write (e.g. instacart-partial).

@@ -168,24 +168,26 @@ def _amazon_category(raw: Any) -> list[str]:
 
 
 def _amazon_record(number: int, obj: dict[str, Any]) -> SourceRecord:
+    """One metadata line as catalog values. A bad price is dropped from the product (kept as a warning)
+    rather than rejecting the row: the title and relations are still good."""
     warnings: list[RowError] = []
+    asin = str(obj["asin"]) if obj.get("asin") is not None else None
     price: float | None = None
     raw_price = obj.get("price")
     try:
-        price = parse_price(raw_price if isinstance(raw_price, str) and len(raw_price) < 40 else None)
+        if isinstance(raw_price, str) and len(raw_price) > 40:
+            raise ValueError("page markup instead of a price")  # a scraped HTML/CSS fragment
+        price = parse_price(raw_price)
     except ValueError as exc:
-        warnings.append(RowError(row=number, line=number, product_id=obj.get("asin"), code="invalid_value",
-                                 reason=f"price dropped: {exc}"))
-    if isinstance(raw_price, str) and len(raw_price) >= 40:
-        warnings.append(RowError(row=number, line=number, product_id=obj.get("asin"), code="invalid_value",
-                                 reason="price dropped: page markup instead of a price"))
+        warnings.append(RowError(
+            row=number, line=number, product_id=asin, code="invalid_value", reason=f"price dropped: {exc}"))
     description = obj.get("description")
     if isinstance(description, list):
         description = " ".join(str(part) for part in description)
     if isinstance(description, str):
         description = _HTML_TAG.sub(" ", description)
     values: dict[str, Any] = {
-        "id": obj.get("asin"), "title": obj.get("title"), "brand": obj.get("brand"), "description": description,
+        "id": asin, "title": obj.get("title"), "brand": obj.get("brand"), "description": description,
         "category": _amazon_category(obj.get("category")), "price": price,
     }
     details = obj.get("details") if isinstance(obj.get("details"), dict) else {}

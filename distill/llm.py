@@ -61,6 +61,16 @@ def _litellm() -> ModuleType:
     return litellm
 
 
+@functools.cache
+def _has_price(model: str) -> bool:
+    """Whether litellm's price table knows `model` (asked once per model: a miss raises, which is slow)."""
+    try:
+        _litellm().cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    except Exception:  # noqa: BLE001 - litellm raises assorted types for unmapped models
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class CallResult(Generic[T]):
     """The outcome of one prompt: a validated value, a Rejection, or pending (export mode)."""
@@ -111,22 +121,24 @@ class _Counters:
 class _IntervalLimiter:
     """Requests per minute, spaced evenly (no bursts that a provider's per-second window would reject)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]]) -> None:
         self._interval = 60.0 / per_minute
         self._next = 0.0
+        self._sleep = sleep
 
     async def acquire(self) -> None:
         now = time.monotonic()
         slot = max(now, self._next)
         self._next = slot + self._interval
         if slot > now:
-            await asyncio.sleep(slot - now)
+            await self._sleep(slot - now)
 
 
 class _TokenBucket:
     """Tokens per minute: reserve an estimate before a request, settle the difference after."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._sleep = sleep
         self._capacity = float(per_minute)
         self._tokens = float(per_minute)
         self._rate = per_minute / 60.0
@@ -144,7 +156,7 @@ class _TokenBucket:
             if self._tokens >= need:
                 self._tokens -= need
                 return
-            await asyncio.sleep((need - self._tokens) / self._rate)
+            await self._sleep((need - self._tokens) / self._rate)
 
     def settle(self, estimated: int, actual: int) -> None:
         self._tokens -= actual - estimated
@@ -195,7 +207,10 @@ def _estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
     return sum(len(m["content"]) for m in messages) // 4 + 8 * len(messages)
 
 
+@functools.lru_cache(maxsize=256)
 def _response_format(level: FormatLevel, model: type[BaseModel]) -> dict[str, Any] | None:
+    # Cached: building a JSON schema costs milliseconds, per request that is a visible share of the CPU.
+    # Callers must not mutate the returned dict (litellm copies request params before transforming them).
     if level == "json_schema":
         name = re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "answer"
         # strict=False: OpenAI's strict mode demands every field be required, which optional fields break.
@@ -260,6 +275,7 @@ class LLMGateway:
         backoff_cap_s: float = 60.0,
         retry_after_cap_s: float = 120.0,
         expected_output_tokens: int = 512,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not settings.llm_model:
             raise ConfigError("no LLM configured: set llm_model (SHELFGRAPH_LLM_MODEL), e.g. openai/gpt-4o-mini")
@@ -273,6 +289,7 @@ class LLMGateway:
         self._retry_after_cap = retry_after_cap_s
         self._expected_output = expected_output_tokens
         self._rng = random.Random()
+        self._sleep = sleep
         self._stages: dict[str, _Counters] = {}
         self._format: dict[str, FormatLevel] = {}
         self._pending: dict[str, RenderedPrompt[Any]] = {}
@@ -282,8 +299,8 @@ class LLMGateway:
         self._reserved_tokens = 0
         self._output_seen = (0, 0)  # (tokens, answers): running mean for output estimates
         self._budget_hit = False
-        self._rpm = _IntervalLimiter(settings.llm_rpm) if settings.llm_rpm else None
-        self._tpm = _TokenBucket(settings.llm_tpm) if settings.llm_tpm else None
+        self._rpm = _IntervalLimiter(settings.llm_rpm, sleep) if settings.llm_rpm else None
+        self._tpm = _TokenBucket(settings.llm_tpm, sleep) if settings.llm_tpm else None
 
     # --- accounting -----------------------------------------------------------------------------------
     def _stage(self, stage: str) -> _Counters:
@@ -308,12 +325,11 @@ class LLMGateway:
 
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         """USD from litellm's price table; 0.0 for a model it has no price for (tokens are still counted)."""
-        try:
-            prompt_cost, completion_cost = _litellm().cost_per_token(
-                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
-            )
-        except Exception:  # noqa: BLE001 - litellm raises assorted types for unmapped models; price unknown = 0
+        if not _has_price(model):
             return 0.0
+        prompt_cost, completion_cost = _litellm().cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
         return float(prompt_cost) + float(completion_cost)
 
     # --- running prompts ------------------------------------------------------------------------------
@@ -445,7 +461,7 @@ class LLMGateway:
                     ) from exc
                 if attempts >= self.settings.llm_max_attempts:
                     raise _Exhausted(f"{model}: {attempts} attempts, last {type(exc).__name__}") from exc
-                await asyncio.sleep(self._delay(attempts, exc))
+                await self._sleep(self._delay(attempts, exc))
                 continue
             content, input_tokens, output_tokens = _read_response(response)
             cost = self.estimate_cost(model, input_tokens, output_tokens)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from distill import candidates as cand
 from distill.candidates import Candidate, EmbeddingTable, candidates_frame, candidates_from_frame
 from distill.enrich import enrich, reason_counts
-from distill.errors import StageError
+from distill.errors import ConfigError, StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
 from distill.runs import RunDir, RunInfo, new_run_id
@@ -36,7 +36,8 @@ from graph_schema.models import (
 
 if TYPE_CHECKING:
     from distill.catalog import Interactions
-    from distill.llm import LLMGateway
+    from distill.embed import TextEncoder
+    from distill.llm import ImportReport, LLMGateway
     from distill.store.base import GraphStore, PublishedGraph
 
 StageName = Literal[
@@ -95,14 +96,19 @@ def make_gateway(settings: DistillSettings, *, mode: Literal["live", "export"] =
 # ============================================================================================ retrieval adapter
 
 
-def _build_retriever(products: Sequence[Product], progress: bool) -> Any:
-    from distill.embed import default_encoder
+def _build_retriever(products: Sequence[Product], encoder: Any, progress: bool) -> Any:
     from distill.ground import CatalogRetriever
 
-    return CatalogRetriever.build(list(products), default_encoder(), progress=progress)
+    if encoder is None:
+        from distill.embed import default_encoder
+
+        encoder = default_encoder()
+    return CatalogRetriever.build(list(products), encoder, progress=progress)
 
 
-def _embedding_table(retriever: Any) -> EmbeddingTable:
+def _embedding_table(retriever: Any) -> EmbeddingTable | None:
+    if retriever.embeddings is None:
+        return None
     return EmbeddingTable(ids=tuple(retriever.ids), vectors=retriever.embeddings)
 
 
@@ -178,10 +184,12 @@ def run_pipeline(
     progress: bool = True,
     rerun: Collection[str] = (),
     mode: str | None = None,
+    encoder: TextEncoder | None = None,
 ) -> DistillResult:
     """Distil `products` into relations. `reuse` + `only`: incremental mode, distil only the ids in `only` and
     keep the enrichment and relations of every other product from `reuse`. An existing `run_id` resumes that
-    run: finished stage outputs are reused except the stages named in `rerun` (and everything after them)."""
+    run: finished stage outputs are reused except the stages named in `rerun` (and everything after them).
+    `encoder`: the text encoder of the retriever (default: distill.embed.default_encoder())."""
     by_id = _check_products(products)
     fingerprint = catalog_fingerprint(list(products))
     if only is not None:
@@ -228,7 +236,10 @@ def run_pipeline(
         kept = [_carry_enrichment(p, previous.get(p.id)) for p in products]
         if llm:
             assert gateway is not None
-            result = enrich(targets, gateway, batch_size=settings.enrich_batch_size, progress=progress)
+            # Products whose enrichment carried over from the last version (same content) are not asked again.
+            carried = {p.id for p, old in zip(kept, products, strict=True) if p is not old}
+            to_enrich = [p for p in targets if p.id not in carried]
+            result = enrich(to_enrich, gateway, batch_size=settings.enrich_batch_size, progress=progress)
             if result.pending:
                 return stop("enrich", list(result.pending), kept)
             fresh = {p.id: p for p in result.products}
@@ -244,8 +255,10 @@ def run_pipeline(
 
     behaviour_on = settings.use_behaviour and interactions is not None and interactions.baskets.height > 0
     need_text = settings.use_text_similarity or llm
-    retriever = _build_retriever(enriched, progress) if need_text else None
-    embeddings = _embedding_table(retriever) if retriever is not None and settings.use_text_similarity else None
+    retriever = _build_retriever(enriched, encoder, progress) if need_text else None
+    embeddings = (
+        _embedding_table(retriever) if retriever is not None and settings.use_text_similarity else None
+    )
     available = _sources(settings, llm=llm, behaviour=behaviour_on, similarity=embeddings is not None)
     leaf = {p.id: p.leaf_category for p in enriched}
     members = cand.leaf_members(enriched)
@@ -466,7 +479,7 @@ def publish(result: DistillResult, store: GraphStore, *, parent: str | None = No
         counts[relation.kind] += 1
     started = time.perf_counter()
     manifest = GraphVersion(
-        version_id=result.run_id,
+        version_id=f"v{new_run_id()}",  # one run may be published twice (another store, a rollback)
         catalog_fingerprint=result.catalog_fingerprint or catalog_fingerprint(result.products),
         product_count=len(result.products),
         relation_counts=counts,  # type: ignore[arg-type]
@@ -498,3 +511,46 @@ def load_result(run_dir: Path) -> DistillResult:
         catalog_fingerprint=info.catalog_fingerprint, models=[info.model] if info.model else [],
         prompt_versions=sorted(info.prompt_versions.values()),
     )
+
+
+# ============================================================================================ batch API files
+
+
+def batch_run_id(products: Sequence[Product]) -> str:
+    """One run folder per catalog for the export/import cycle, so each cycle resumes where the last stopped."""
+    return f"batch-{catalog_fingerprint(list(products))[:16]}"
+
+
+def export_batch(
+    products: Sequence[Product], interactions: Interactions | None, settings: DistillSettings, path: Path, *,
+    encoder: TextEncoder | None = None,
+) -> int:
+    """Run the pipeline until the first LLM stage with uncached requests and write those as an OpenAI batch
+    JSONL. Returns the number written; 0 means every request is answered and the run completed."""
+    gateway = make_gateway(settings, mode="export")
+    if gateway is None:
+        raise ConfigError("batch export needs a model: set SHELFGRAPH_LLM_MODEL")
+    result = run_pipeline(products, interactions, settings, gateway=gateway, run_id=batch_run_id(products),
+                          progress=False, encoder=encoder)
+    if result.complete:
+        Path(path).write_text("", encoding="utf-8")
+        return 0
+    return gateway.export_batch(result.pending, Path(path))
+
+
+def import_batch(
+    path: Path, products: Sequence[Product], interactions: Interactions | None, settings: DistillSettings, *,
+    encoder: TextEncoder | None = None,
+) -> ImportReport:
+    """Put the answers of a finished provider batch into the response cache (validated one by one); the
+    next `export_batch` or run continues from there without paying for them again."""
+    gateway = make_gateway(settings, mode="export")
+    if gateway is None:
+        raise ConfigError("batch import needs a model: set SHELFGRAPH_LLM_MODEL")
+    result = run_pipeline(products, interactions, settings, gateway=gateway, run_id=batch_run_id(products),
+                          progress=False, encoder=encoder)
+    if result.complete:
+        from distill.llm import ImportReport as Report
+
+        return Report(imported=0, unmatched=())
+    return gateway.import_batch(Path(path), result.pending, stage=result.stopped_at or "batch")

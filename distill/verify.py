@@ -45,13 +45,22 @@ def shortlist(
     return chosen
 
 
+def source_batches(ordered: Sequence[Candidate], batch_size: int) -> list[list[Candidate]]:
+    """Batches never mix source products: a source whose candidates did not change renders the same prompt
+    as last night and is answered from the cache, so an incremental run pays only for what changed."""
+    by_source: dict[str, list[Candidate]] = defaultdict(list)
+    for candidate in ordered:
+        by_source[candidate.source].append(candidate)
+    return [pairs[i:i + batch_size] for _, pairs in sorted(by_source.items()) for i in range(0, len(pairs), batch_size)]
+
+
 def verify(
     candidates: Sequence[Candidate], to_judge: Sequence[Candidate], products_by_id: Mapping[str, Product],
     gateway: LLMGateway, *, batch_size: int, progress: bool = True,
 ) -> VerifyResult:
     started = time.perf_counter()
     ordered = sorted(to_judge, key=lambda c: (c.source, c.kind, c.target))
-    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    batches = source_batches(ordered, batch_size)
     prompts = [
         verify_prompt([(products_by_id[c.source], products_by_id[c.target], c.kind) for c in batch])
         for batch in batches

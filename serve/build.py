@@ -175,20 +175,51 @@ def columns_from_published(graph: PublishedGraph) -> tuple[IndexMeta, NodeColumn
     return meta, node_cols, edge_cols
 
 
+def _score_desc_bits(score: F32) -> npt.NDArray[np.uint64]:
+    """Non-negative float32 bit patterns sort like the floats; inverted they sort descending."""
+    clean = np.where(score > 0, score, np.float32(0)).astype(np.float32)  # also turns -0.0 and NaN into 0.0
+    return (np.uint64(0xFFFFFFFF) - clean.view(np.uint32).astype(np.uint64)).astype(np.uint64)
+
+
+def _group_starts(sorted_keys: np.ndarray) -> I64:
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+
+
+def _best_per_group(order: I64, keys_sorted: np.ndarray, score: F32) -> tuple[I64, I64]:
+    """Within runs of equal keys (in `order`), the first position holding the run's max score.
+    Returns (chosen original indices, run start positions)."""
+    starts = _group_starts(keys_sorted)
+    if len(starts) == len(order):  # no duplicates: the common case costs nothing more
+        return order, starts
+    run_scores = score[order]
+    run_id = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(order))))
+    is_max = run_scores == np.maximum.reduceat(run_scores, starts)[run_id]
+    at = np.flatnonzero(is_max)
+    first = at[np.concatenate([[True], run_id[at][1:] != run_id[at][:-1]])]
+    return order[first], starts
+
+
 def _csr(n_rows: int, src: I32, dst: I32, score: F32, reason_id: I32) -> Csr:
-    """Sort by (src, score desc, dst), keep the best edge per (src, dst) pair, and cut into rows."""
-    frame = pl.DataFrame({"src": src, "dst": dst, "score": score, "reason": reason_id})
-    frame = frame.sort(["src", "score", "dst"], descending=[False, True, False])
-    frame = frame.unique(subset=["src", "dst"], keep="first", maintain_order=True)
-    src_sorted = frame["src"].to_numpy()
-    counts = np.bincount(src_sorted, minlength=n_rows) if len(src_sorted) else np.zeros(n_rows, np.int64)
+    """Keep the best edge per (src, dst), then sort by (src, score desc, dst) and cut into rows.
+    Two argsorts: by pair (which also orders ties by dst), then a stable one by (src, score desc)."""
+    pair = (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    by_pair = np.argsort(pair)
+    keep, _ = _best_per_group(by_pair, pair[by_pair], score)
+    del pair, by_pair
+    src, dst, score, reason_id = src[keep], dst[keep], score[keep], reason_id[keep]
+    key = (src.astype(np.uint64) << np.uint64(32)) | _score_desc_bits(score)
+    order = np.argsort(key, kind="stable")
+    del key
+    counts = np.bincount(src, minlength=n_rows) if len(src) else np.zeros(n_rows, np.int64)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     csr = Csr(
         indptr=indptr,
-        dst=frame["dst"].to_numpy().astype(np.int32, copy=False),
-        score=frame["score"].to_numpy().astype(np.float32, copy=False),
-        reason_id=frame["reason"].to_numpy().astype(np.int32, copy=False),
+        dst=dst[order].astype(np.int32, copy=False),
+        score=score[order].astype(np.float32, copy=False),
+        reason_id=reason_id[order].astype(np.int32, copy=False),
     )
     _readonly(csr.indptr, csr.dst, csr.score, csr.reason_id)
     return csr
@@ -197,46 +228,39 @@ def _csr(n_rows: int, src: I32, dst: I32, score: F32, reason_id: I32) -> Csr:
 def _category_complements(nodes: NodeColumns, comp: Csr) -> Csr:
     """Per category: targets its products complement, scored by the mean edge score over the category's
     products that have complements (a target linked from every such product at 0.9 scores 0.9; from one of
-    ten, 0.09). `via` is the category product whose edge to the target scores highest."""
+    ten, 0.09). `via` is the category product whose edge to the target scores highest. Top CATEGORY_TOP."""
     n_cat = len(nodes.categories)
-    n_rows = len(nodes.ids)
-    src = np.repeat(np.arange(n_rows, dtype=np.int32), np.diff(comp.indptr))
-    cat = nodes.category_id[src] if len(src) else np.zeros(0, np.int32)
-    keep = cat >= 0
-    frame = pl.DataFrame(
-        {"cat": cat[keep], "src": src[keep], "dst": comp.dst[keep], "score": comp.score[keep],
-         "reason": comp.reason_id[keep]}
-    )
-    # products with at least one complement edge, per category: the denominator of the mean
-    has_edges = np.diff(comp.indptr) > 0
-    cat_all = nodes.category_id
-    sources_per_cat = np.bincount(cat_all[has_edges & (cat_all >= 0)], minlength=n_cat).astype(np.float64)
-    agg = frame.group_by(["cat", "dst"]).agg(
-        pl.col("score").sum().alias("total"),
-        pl.col("src").get(pl.col("score").arg_max()).alias("via"),
-        pl.col("reason").get(pl.col("score").arg_max()).alias("reason"),
-    )
-    denom = pl.Series("denom", sources_per_cat)
-    agg = agg.with_columns(
-        (pl.col("total") / pl.col("cat").map_batches(lambda c: denom.gather(c), return_dtype=pl.Float64))
-        .cast(pl.Float32)
-        .alias("score")
-    )
-    agg = agg.sort(["cat", "score", "dst"], descending=[False, True, False])
-    cats = agg["cat"].to_numpy()
-    counts = np.bincount(cats, minlength=n_cat) if len(cats) else np.zeros(n_cat, np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_cat else np.zeros(0, np.int64)
-    position = np.arange(len(cats)) - (starts[cats] if len(cats) else 0)
-    top = position < CATEGORY_TOP
-    kept_counts = np.bincount(cats[top], minlength=n_cat) if len(cats) else np.zeros(n_cat, np.int64)
+    degree = np.diff(comp.indptr)
+    src = np.repeat(np.arange(len(nodes.ids), dtype=np.int32), degree)
+    cat = nodes.category_id[src]
+    keep = np.flatnonzero(cat >= 0)
+    src, cat, dst = src[keep], cat[keep], comp.dst[keep]
+    score, reason = comp.score[keep], comp.reason_id[keep]
+    sources_per_cat = np.bincount(nodes.category_id[(degree > 0) & (nodes.category_id >= 0)], minlength=n_cat)
+
+    pair = (cat.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    by_pair = np.argsort(pair)
+    best, starts = _best_per_group(by_pair, pair[by_pair], score)
+    totals = np.add.reduceat(score[by_pair].astype(np.float64), starts) if len(starts) else np.zeros(0)
+    del pair, by_pair
+    g_cat, g_dst, g_src, g_reason = cat[best], dst[best], src[best], reason[best]
+    g_score = (totals / np.maximum(sources_per_cat[g_cat], 1)).astype(np.float32)
+
+    key = (g_cat.astype(np.uint64) << np.uint64(32)) | _score_desc_bits(g_score)
+    order = np.argsort(key, kind="stable")  # groups arrive in dst order, so ties stay ordered by dst
+    g_cat = g_cat[order]
+    counts = np.bincount(g_cat, minlength=n_cat) if len(g_cat) else np.zeros(n_cat, np.int64)
+    run_start = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_cat else np.zeros(0, np.int64)
+    top = order[(np.arange(len(order)) - run_start[g_cat]) < CATEGORY_TOP] if len(order) else order
+    kept = np.bincount(cat[best][top], minlength=n_cat) if len(top) else np.zeros(n_cat, np.int64)
     indptr = np.zeros(n_cat + 1, dtype=np.int64)
-    np.cumsum(kept_counts, out=indptr[1:])
+    np.cumsum(kept, out=indptr[1:])
     csr = Csr(
         indptr=indptr,
-        dst=agg["dst"].to_numpy()[top].astype(np.int32),
-        score=agg["score"].to_numpy()[top].astype(np.float32),
-        reason_id=agg["reason"].to_numpy()[top].astype(np.int32),
-        via=agg["via"].to_numpy()[top].astype(np.int32),
+        dst=g_dst[top].astype(np.int32),
+        score=g_score[top],
+        reason_id=g_reason[top].astype(np.int32),
+        via=g_src[top].astype(np.int32),
     )
     assert csr.via is not None
     _readonly(csr.indptr, csr.dst, csr.score, csr.reason_id, csr.via)
@@ -246,8 +270,9 @@ def _category_complements(nodes: NodeColumns, comp: Csr) -> Csr:
 def build_arrays(meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> IndexArrays:
     """Substitutes are symmetric: each stored direction is mirrored before the best edge per pair is kept."""
     n = len(nodes.ids)
-    is_comp = edges.kind == KIND_CODES["complement"]
-    is_sub = edges.kind == KIND_CODES["substitute"]
+    proper = edges.src != edges.dst  # the contract forbids self-loops; arrays from elsewhere might not
+    is_comp = (edges.kind == KIND_CODES["complement"]) & proper
+    is_sub = (edges.kind == KIND_CODES["substitute"]) & proper
     comp = _csr(n, edges.src[is_comp], edges.dst[is_comp], edges.score[is_comp], edges.reason_id[is_comp])
     s_src, s_dst = edges.src[is_sub], edges.dst[is_sub]
     subs = _csr(

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -54,12 +54,20 @@ class Filters:
     price_max: float | None = None
     exclude: frozenset[str] = frozenset()
 
+    def is_empty(self) -> bool:
+        return (
+            self.min_score <= 0
+            and self.category is None
+            and self.price_min is None
+            and self.price_max is None
+            and not self.exclude
+        )
+
 
 NO_FILTERS = Filters()
 
 
-@dataclass(frozen=True, slots=True)
-class Neighbour:
+class Neighbour(NamedTuple):
     product_id: str
     title: str
     category: tuple[str, ...]
@@ -78,8 +86,7 @@ class NeighbourList:
     items: tuple[Neighbour, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CartContribution:
+class CartContribution(NamedTuple):
     cart_item: str
     score: float
     reasons: tuple[str, ...]
@@ -87,8 +94,7 @@ class CartContribution:
     via: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CartSuggestion:
+class CartSuggestion(NamedTuple):
     product_id: str
     title: str
     category: tuple[str, ...]
@@ -126,7 +132,7 @@ class _Candidates:
     dst: I32
     score: F32
     reason: I32
-    via: I32  # -1 = direct
+    via: I32 | None  # None = all direct; else -1 = direct, row = the product that lent the edge
 
 
 _EMPTY_I32 = np.zeros(0, np.int32)
@@ -136,7 +142,7 @@ _EMPTY_F32 = np.zeros(0, np.float32)
 class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
-    __slots__ = ("_a", "_rows", "_cat_by_name", "_memory")
+    __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory")
 
     def __init__(self, arrays: IndexArrays) -> None:
         self._a = arrays
@@ -146,6 +152,7 @@ class GraphIndex:
             for name in set(path):
                 by_name.setdefault(name, []).append(cat_id)
         self._cat_by_name = {name: np.array(ids, np.int32) for name, ids in by_name.items()}
+        self._cat_masks: dict[str, np.ndarray] = {}
         self._memory: int | None = None
 
     # --- construction ----------------------------------------------------------------------------------
@@ -234,7 +241,9 @@ class GraphIndex:
         filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
         row = self._row(product_id)
         cand = self._complement_candidates(row)
-        return NeighbourList(product_id, "complement", cand.source, self._top(cand, k, filters, {row}))
+        # own edges never point back (self-loops are dropped at build); fallbacks could
+        banned = set() if cand.source == "direct" else {row}
+        return NeighbourList(product_id, "complement", cand.source, self._top(cand, k, filters, banned))
 
     def substitutes(
         self,
@@ -251,8 +260,8 @@ class GraphIndex:
         filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
         row = self._row(product_id)
         dst, score, reason = self._slice(self._a.substitutes, row)
-        cand = _Candidates("direct", dst, score, reason, np.full(len(dst), -1, np.int32))
-        return NeighbourList(product_id, "substitute", "direct", self._top(cand, k, filters, {row}))
+        cand = _Candidates("direct", dst, score, reason, None)
+        return NeighbourList(product_id, "substitute", "direct", self._top(cand, k, filters, set()))
 
     def cart_addons(
         self,
@@ -287,7 +296,8 @@ class GraphIndex:
             return CartResult(tuple(known), unknown, ())
         which = np.concatenate([np.full(len(c.dst), i, np.int32) for i, c in parts])[mask]
         reason = np.concatenate([c.reason for _, c in parts])[mask]
-        via = np.concatenate([c.via for _, c in parts])[mask]
+        via = np.concatenate([c.via if c.via is not None else np.full(len(c.dst), -1, np.int32) for _, c in parts])
+        via = via[mask]
         sources = [c.source for _, c in parts]
         dst, score = dst[mask], score[mask]
         targets, inverse = np.unique(dst, return_inverse=True)
@@ -344,7 +354,7 @@ class GraphIndex:
         comp = self._a.complements
         dst, score, reason = self._slice(comp, row)
         if len(dst):
-            return _Candidates("direct", dst, score, reason, np.full(len(dst), -1, np.int32))
+            return _Candidates("direct", dst, score, reason, None)
         sub_dst, sub_score, _ = self._slice(self._a.substitutes, row)
         sub_dst, sub_score = sub_dst[:SUBSTITUTE_FANOUT], sub_score[:SUBSTITUTE_FANOUT]
         parts = [(s, ss, *self._slice(comp, int(s))) for s, ss in zip(sub_dst, sub_score)]
@@ -377,9 +387,9 @@ class GraphIndex:
     def _mask(self, dst: I32, score: F32, f: Filters, banned: set[int]) -> np.ndarray:
         mask = np.ones(len(dst), dtype=bool)
         if f.min_score > 0:
-            mask &= score >= f.min_score
+            mask &= score >= np.float64(f.min_score)  # a huge bound must not overflow float32
         if f.category is not None:
-            mask &= np.isin(self._a.nodes.category_id[dst], self._cat_by_name.get(f.category, _EMPTY_I32))
+            mask &= self._category_mask(f.category)[self._a.nodes.category_id[dst]]
         if f.price_min is not None or f.price_max is not None:
             price = self._a.nodes.price[dst]
             with np.errstate(invalid="ignore"):
@@ -395,22 +405,43 @@ class GraphIndex:
             mask &= ~np.isin(dst, np.fromiter(rows, np.int32, len(rows)))
         return mask
 
+    def _category_mask(self, name: str) -> np.ndarray:
+        """Bool per category id (+1 slot so id -1, uncategorized, indexes a False), cached per name:
+        a lookup costs one gather instead of an np.isin sort."""
+        mask = self._cat_masks.get(name)
+        if mask is None:
+            mask = np.zeros(len(self._a.nodes.categories) + 1, dtype=bool)
+            mask[self._cat_by_name.get(name, _EMPTY_I32)] = True
+            mask.flags.writeable = False
+            if len(self._cat_masks) < 4096:  # bounded: category names come from requests
+                self._cat_masks[name] = mask
+        return mask
+
     def _top(self, cand: _Candidates, k: int, f: Filters, banned: set[int]) -> tuple[Neighbour, ...]:
-        keep = np.flatnonzero(self._mask(cand.dst, cand.score, f, banned))[:k]
-        ids, titles, reasons = self._a.nodes.ids, self._a.nodes.titles, self._a.reasons
+        via: I32 | None
+        if f.is_empty() and not banned:  # the common request: already ranked, just cut
+            dst, score, reason, via = cand.dst[:k], cand.score[:k], cand.reason[:k], cand.via
+            via = via[:k] if via is not None else None
+        else:
+            keep = np.flatnonzero(self._mask(cand.dst, cand.score, f, banned))[:k]
+            dst, score, reason = cand.dst[keep], cand.score[keep], cand.reason[keep]
+            via = cand.via[keep] if cand.via is not None else None
+        nodes, reasons = self._a.nodes, self._a.reasons
+        ids, titles, categories = nodes.ids, nodes.titles, nodes.categories
+        vias = via.tolist() if via is not None else [-1] * len(dst)
         return tuple(
             Neighbour(
-                product_id=ids[t],
-                title=titles[t],
-                category=self._category(t),
-                price=self._price(t),
-                score=float(s),
-                reasons=reasons[r],
-                via=ids[v] if v >= 0 else None,
+                ids[t],
+                titles[t],
+                categories[c] if c >= 0 else (),
+                p if p == p else None,  # NaN = no price
+                s,
+                reasons[r],
+                ids[v] if v >= 0 else None,
             )
-            for t, s, r, v in zip(
-                cand.dst[keep].tolist(), cand.score[keep].tolist(), cand.reason[keep].tolist(),
-                cand.via[keep].tolist(),
+            for t, c, p, s, r, v in zip(
+                dst.tolist(), nodes.category_id[dst].tolist(), nodes.price[dst].tolist(), score.tolist(),
+                reason.tolist(), vias,
             )
         )
 

@@ -21,21 +21,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def _p(pid: str, title: str, category: str, price: float | None, brand: str | None = None, **attributes: str) -> Product:
+def _p(
+    pid: str, title: str, category: str, price: float | None, brand: str | None = None, **attributes: str
+) -> Product:
     return Product(
         id=pid, title=title, category=tuple(category.split(" > ")), price=price, brand=brand, attributes=attributes
     )
 
 
 TINY_CATALOG: tuple[Product, ...] = (
-    _p("P-01", "Novaphone N12 128GB Smartphone", "Electronics > Phones > Smartphones", 699.0, "Novaphone", color="Graphite"),
+    _p("P-01", "Novaphone N12 128GB Smartphone", "Electronics > Phones > Smartphones", 699.0, "Novaphone",
+       color="Graphite"),
     _p("P-02", "Kestrel K7 5G Smartphone 128GB", "Electronics > Phones > Smartphones", 449.0, "Kestrel Mobile"),
     _p("P-03", "Silicone Case for Novaphone N12", "Electronics > Phones > Accessories > Cases", 24.99, "Shellwise",
        compatible_with="Novaphone N12"),
     _p("P-04", "Rugged Case for Novaphone N12", "Electronics > Phones > Accessories > Cases", 34.99, "ArmorLeaf",
        compatible_with="Novaphone N12"),
-    _p("P-05", "Tempered Glass Screen Protector for Novaphone N12", "Electronics > Phones > Accessories > Screen Protectors",
-       14.99, "ClearGuard", compatible_with="Novaphone N12"),
+    _p("P-05", "Tempered Glass Screen Protector for Novaphone N12",
+       "Electronics > Phones > Accessories > Screen Protectors", 14.99, "ClearGuard", compatible_with="Novaphone N12"),
     _p("P-06", "Silicone Case for Kestrel K7", "Electronics > Phones > Accessories > Cases", 22.99, "Shellwise",
        compatible_with="Kestrel K7"),
     _p("P-07", "20W USB-C Wall Charger", "Electronics > Phones > Accessories > Chargers", 19.99, "Ampero"),

@@ -224,9 +224,8 @@ class EmbeddedStore:
         except Exception as exc:  # polars/arrow raise many types for a damaged file
             raise StoreError(f"cannot read version {version_id!r} in {folder}: {exc}") from exc
         try:
-            return PublishedGraph(
-                manifest=manifest, nodes=nodes.cast(NODE_SCHEMA), edges=edges.cast(EDGE_SCHEMA)  # type: ignore[arg-type]
-            )
+            nodes, edges = nodes.cast(NODE_SCHEMA), edges.cast(EDGE_SCHEMA)  # type: ignore[arg-type]
+            return PublishedGraph(manifest=manifest, nodes=nodes, edges=edges)
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise StoreError(f"version {version_id!r} has an unexpected table layout: {exc}") from exc
 

@@ -70,7 +70,9 @@ def test_jsonl_with_native_types_and_list_category(tmp_path: Path) -> None:
 
 def test_explicit_mapping_and_separator(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
-    path.write_text("code,label,path,cost,colour,notes\nX1,Grinder,Kitchen|Coffee|Grinders,229,black,n\n", encoding="utf-8")
+    path.write_text(
+        "code,label,path,cost,colour,notes\nX1,Grinder,Kitchen|Coffee|Grinders,229,black,n\n", encoding="utf-8"
+    )
     mapping = ColumnMapping(id="code", title="label", category="path", category_separator="|", price="cost",
                             attribute_columns=["colour"])
     (product,) = read_catalog(path, mapping=mapping).products

@@ -65,6 +65,23 @@ def echo_responder(body: dict[str, Any]) -> str:
     return json.dumps({"echo": first_user_content(body)[:500]})
 
 
+def enrich_responder(body: dict[str, Any]) -> str:
+    """Enrichment-like answer: one entry per product object (a dict with an "id") in the <catalog_data> block."""
+    text = first_user_content(body)
+    start, end = text.find("<catalog_data>"), text.find("</catalog_data>")
+    data = json.loads(text[start + len("<catalog_data>") : end]) if start >= 0 and end > start else []
+    items = data if isinstance(data, list) else data.get("products", []) if isinstance(data, dict) else []
+    products = [
+        {"id": str(item["id"]), "summary": f"summary of {item['id']}", "keyphrases": ["fake phrase", str(item["id"])]}
+        for item in items
+        if isinstance(item, dict) and "id" in item
+    ]
+    return json.dumps({"products": products})
+
+
+RESPONDERS: dict[str, Responder] = {"echo": echo_responder, "enrich": enrich_responder}
+
+
 def _approx_tokens(text: str) -> int:
     # Deterministic stand-in for a tokenizer: tests compare sums, not absolute values.
     return max(1, len(text) // 4)
@@ -101,7 +118,7 @@ class FakeOpenAIServer:
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> FakeOpenAIServer:
-        server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
+        server = _Server((self._host, self._port), _make_handler(self))
         server.daemon_threads = True
         # A stalled "timeout" handler must not hold up stop().
         server.block_on_close = False
@@ -219,6 +236,12 @@ class FakeOpenAIServer:
         return 200, {}, payload
 
 
+class _Server(ThreadingHTTPServer):
+    # The stdlib default backlog (5) refuses connections under a burst of concurrent clients; a real
+    # provider does not, and refused connections would show up as spurious APIConnectionErrors.
+    request_queue_size = 256
+
+
 def _error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
@@ -306,11 +329,12 @@ def _make_handler(owner: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fake OpenAI chat-completions server (echoes a JSON object).")
+    parser = argparse.ArgumentParser(description="Fake OpenAI chat-completions server (port 0 = any free port).")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per call")
+    parser.add_argument("--responder", choices=sorted(RESPONDERS), default="echo", help="what the model answers")
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(latency=args.latency, port=args.port).start()
+    server = FakeOpenAIServer(RESPONDERS[args.responder], latency=args.latency, port=args.port).start()
     print(f"fake OpenAI server on {server.base_url} (latency {args.latency}s); Ctrl-C to stop", flush=True)
     try:
         while True:

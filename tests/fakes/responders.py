@@ -168,3 +168,44 @@ def make_responder(*, compromised: bool = False) -> Responder:
 
 catalog_responder: Responder = make_responder()
 compromised_responder: Responder = make_responder(compromised=True)
+
+
+class HashingEncoder:
+    """A fast deterministic stand-in for distill.embed.TextEncoder: L2-normalized hashed bag of words.
+    Keeps pipeline tests to seconds; the real MiniLM encoder has its own tests."""
+
+    model_name = "hashing-bow-256"
+    dim = 256
+
+    def encode(self, texts: Any, *, batch_size: int = 64, progress: bool = False) -> Any:
+        import hashlib
+
+        import numpy as np
+
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+def sample_subset(top_categories: tuple[str, ...], limit: int | None = None) -> tuple[list[Any], Any]:
+    """Products of the bundled sample catalog under the given second-level categories (e.g. "Phones"), and
+    the sample orders restricted to them: a small real-looking catalog for pipeline tests."""
+    from pathlib import Path
+
+    import polars as pl
+
+    from distill.catalog import read_catalog, read_interactions
+
+    sample = Path(__file__).resolve().parents[2] / "shelfgraph" / "sample"
+    catalog = read_catalog(sample / "catalog.csv")
+    products = [p for p in catalog.products if len(p.category) > 1 and p.category[1] in top_categories]
+    products = products[:limit] if limit is not None else products
+    ids = {p.id for p in products}
+    interactions = read_interactions(sample / "orders.csv", known_ids=ids)
+    assert interactions.baskets.filter(pl.col("product_id").is_in(list(ids))).height > 0
+    return products, interactions

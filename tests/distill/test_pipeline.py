@@ -1,0 +1,258 @@
+"""The pipeline end to end on a 28-product slice of the sample catalog: without a model (model-free stages,
+skips reported) and with the fake OpenAI server answering through the real litellm client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distill.catalog import Interactions
+from distill.pipeline import (
+    DistillResult,
+    export_batch,
+    import_batch,
+    load_result,
+    make_gateway,
+    publish,
+    run_pipeline,
+)
+from distill.scoring import combine, template_reasons
+from distill.settings import DistillSettings
+from distill.store.embedded import EmbeddedStore
+from graph_schema.models import Evidence, Product
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.responders import HashingEncoder, catalog_responder, make_responder, sample_subset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LLM_STAGES = ("enrich", "propose", "ground", "verify")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> tuple[list[Product], Interactions]:
+    return sample_subset(("Phones",), limit=28)
+
+
+@pytest.fixture()
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(responder=catalog_responder) as fake:
+        yield fake
+
+
+def llm_settings(tmp_path: Path, server: FakeOpenAIServer, **extra: object) -> DistillSettings:
+    return DistillSettings(data_dir=tmp_path, llm_model="openai/fake-model", llm_api_base=server.base_url,
+                           llm_api_key="test", llm_max_attempts=2, **extra)  # type: ignore[arg-type]
+
+
+def check_relations(result: DistillResult, products: list[Product]) -> None:
+    ids = {p.id for p in products}
+    assert result.relations, "a run over a real-looking catalog finds relations"
+    for relation in result.relations:
+        assert relation.source in ids and relation.target in ids
+        assert relation.reasons and all(reason.strip() for reason in relation.reasons)
+        assert relation.provenance.run_id == result.run_id
+        assert 0.0 <= relation.score <= 1.0
+
+
+# ------------------------------------------------------------------------------------------- without a model
+
+
+def test_no_model_runs_model_free_stages_and_says_which_were_skipped(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    result = run_pipeline(products, interactions, DistillSettings(data_dir=tmp_path), progress=False,
+                          encoder=HashingEncoder())
+    check_relations(result, products)
+    stages = {s.stage: s for s in result.report.stages}
+    for name in LLM_STAGES:
+        assert stages[name].skipped and "no model configured" in (stages[name].skip_reason or "")
+    assert not stages["behaviour"].skipped and stages["behaviour"].items_out > 0
+    assert not stages["similarity"].skipped and stages["similarity"].items_out > 0
+    assert result.report.llm.calls == 0
+    kinds = {r.kind for r in result.relations}
+    assert kinds == {"complement", "substitute"}
+    assert all(r.provenance.model is None and r.provenance.prompt_version is None for r in result.relations)
+    # Every stage left its output in the run folder.
+    for name in ("enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"):
+        assert (result.run_dir / f"{name}.parquet").exists() or (result.run_dir / f"{name}.jsonl").exists(), name
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]][:3] == ["enrich", "propose", "ground"]
+
+
+def test_no_model_complements_cross_categories_and_substitutes_share_a_shelf(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    by_id = {p.id: p for p in products}
+    result = run_pipeline(products, interactions, DistillSettings(data_dir=tmp_path), progress=False,
+                          encoder=HashingEncoder())
+    substitutes = [r for r in result.relations if r.kind == "substitute"]
+    assert all(by_id[r.source].leaf_category == by_id[r.target].leaf_category for r in substitutes)
+    complements = [r for r in result.relations if r.kind == "complement"]
+    cross = sum(by_id[r.source].leaf_category != by_id[r.target].leaf_category for r in complements)
+    assert cross / len(complements) > 0.8
+    # A phone's complements include a case or screen protector made for that phone.
+    phone = by_id["SKU-10001"]
+    titles = [by_id[r.target].title for r in complements if r.source == phone.id]
+    assert any("Novaphone N12" in title and ("Case" in title or "Protector" in title) for title in titles), titles
+
+
+def test_evidence_switches_ablate_sources(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    off = DistillSettings(data_dir=tmp_path, use_behaviour=False)
+    result = run_pipeline(products, interactions, off, progress=False, encoder=HashingEncoder())
+    stages = {s.stage: s for s in result.report.stages}
+    assert stages["behaviour"].skipped and stages["behaviour"].skip_reason == "use_behaviour is off"
+    assert all(r.evidence.copurchase_count is None for r in result.relations)
+    no_text = DistillSettings(data_dir=tmp_path, use_text_similarity=False)
+    result = run_pipeline(products, interactions, no_text, progress=False, encoder=HashingEncoder())
+    assert {s.stage: s for s in result.report.stages}["similarity"].skipped
+    assert all(r.kind == "complement" for r in result.relations)
+
+
+def test_importing_the_pipeline_does_not_import_litellm() -> None:
+    code = ("import sys; import distill.pipeline, distill.nightly; "
+            "assert 'litellm' not in sys.modules and 'distill.llm' not in sys.modules, 'eager import'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert make_gateway(DistillSettings()) is None
+
+
+# ---------------------------------------------------------------------------------------------- with a model
+
+
+def test_full_run_with_model_explains_every_relation(tmp_path: Path, catalog, server: FakeOpenAIServer) -> None:
+    products, interactions = catalog
+    settings = llm_settings(tmp_path, server)
+    result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+    check_relations(result, products)
+    stages = {s.stage: s for s in result.report.stages}
+    for name in ("enrich", "propose", "verify"):
+        assert not stages[name].skipped and stages[name].llm.calls > 0
+        assert stages[name].llm.input_tokens > 0 and stages[name].llm.output_tokens > 0
+        assert stages[name].wall_seconds > 0
+    assert stages["enrich"].llm.calls <= -(-len(products) // settings.enrich_batch_size)  # calls/product << 1
+    assert result.report.llm.calls == server.call_count
+    enriched = [p for p in result.products if p.enriched]
+    assert len(enriched) == len(products) and all(p.keyphrases for p in enriched)
+    judged = [r for r in result.relations if r.evidence.llm_score is not None]
+    assert judged and all(r.provenance.model == "openai/fake-model" for r in judged)
+    assert all(r.provenance.prompt_version == "verify-v1" for r in judged)
+    grounded = [r for r in result.relations if r.evidence.query]
+    assert grounded and any(any(reason.startswith("matches '") for reason in r.reasons) for r in grounded)
+
+
+def test_rerun_of_one_stage_and_resume_make_no_model_calls(tmp_path: Path, catalog, server) -> None:
+    products, interactions = catalog
+    settings = llm_settings(tmp_path, server)
+    first = run_pipeline(products, interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+    calls = server.call_count
+    score_file = first.run_dir / "score.parquet"
+    before = score_file.stat().st_mtime_ns
+    again = run_pipeline(products, interactions, settings, run_id="r1", rerun={"score"}, progress=False,
+                         encoder=HashingEncoder())
+    assert server.call_count == calls
+    assert score_file.stat().st_mtime_ns != before
+    assert sorted(r.key for r in again.relations) == sorted(r.key for r in first.relations)
+    resumed = run_pipeline(products, interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+    assert server.call_count == calls and len(resumed.relations) == len(first.relations)
+    # A different catalog cannot reuse the run folder of another.
+    with pytest.raises(Exception, match="different inputs"):
+        run_pipeline(products[:-1], interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+
+
+def test_publish_and_reload_from_the_run_folder(tmp_path: Path, catalog, server) -> None:
+    products, interactions = catalog
+    settings = llm_settings(tmp_path, server)
+    result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+    store = EmbeddedStore(tmp_path / "graph")
+    version = publish(result, store)
+    assert version.product_count == len(products)
+    assert sum(version.relation_counts.values()) == len(result.relations)
+    assert version.models == ["openai/fake-model"] and "verify-v1" in version.prompt_versions
+    assert version.llm.calls == result.report.llm.calls > 0
+    graph = store.load()
+    assert graph.edges.height == len(result.relations)
+    reloaded = load_result(result.run_dir)
+    assert sorted(r.key for r in reloaded.relations) == sorted(r.key for r in result.relations)
+    again = publish(reloaded, store, parent=version.version_id)
+    assert again.version_id != version.version_id and again.parent_version == version.version_id
+    assert store.current_version() == again.version_id
+    assert "publish" in [s.stage for s in json.loads((result.run_dir / "report.json").read_text())["stages"]]
+
+
+def test_failed_prompts_are_recorded_not_dropped(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    broken = make_responder()
+
+    def flaky(body: dict) -> str:
+        text = broken(body)
+        return "not json at all" if "SKU-10001" in json.dumps(body) and '"products"' in text else text
+
+    with FakeOpenAIServer(responder=flaky) as fake:
+        result = run_pipeline(products, interactions, llm_settings(tmp_path, fake), progress=False,
+                              encoder=HashingEncoder())
+    enrich_rejections = [r for r in result.rejections if r.stage == "enrich"]
+    assert any(r.item == "SKU-10001" and r.reason.startswith("llm call failed") for r in enrich_rejections)
+    stage = {s.stage: s for s in result.report.stages}["enrich"]
+    assert stage.rejected >= 1 and stage.items_out < len(products)
+    check_relations(result, products)
+
+
+def test_batch_export_import_cycle_then_live_run_is_free(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    with FakeOpenAIServer(responder=catalog_responder) as fake:
+        settings = llm_settings(tmp_path, fake)
+        encoder = HashingEncoder()
+        for cycle in range(5):
+            batch_in, batch_out = tmp_path / f"in{cycle}.jsonl", tmp_path / f"out{cycle}.jsonl"
+            count = export_batch(products, interactions, settings, batch_in, encoder=encoder)
+            if count == 0:
+                break
+            lines = batch_in.read_text().splitlines()
+            assert len(lines) == count
+            with batch_out.open("w") as out:  # what the provider's batch API would return
+                for line in lines:
+                    request = json.loads(line)
+                    content = catalog_responder(request["body"])
+                    body = {"choices": [{"message": {"role": "assistant", "content": content}}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+                    out.write(json.dumps({"custom_id": request["custom_id"],
+                                          "response": {"status_code": 200, "body": body}}) + "\n")
+            report = import_batch(batch_out, products, interactions, settings, encoder=encoder)
+            assert report.imported == count
+        assert cycle == 3, "enrich, propose and verify each export once, then nothing is pending"
+        assert fake.call_count == 0
+        live = run_pipeline(products, interactions, settings, gateway=make_gateway(settings), progress=False,
+                            encoder=encoder)
+        assert fake.call_count == 0 and live.report.llm.cached_calls > 0
+        check_relations(live, products)
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+
+
+def test_weights_renormalize_over_available_sources() -> None:
+    only_behaviour = combine("complement", {"copurchase": 0.9}, frozenset({"copurchase"}), same_leaf=False)
+    assert only_behaviour == pytest.approx(0.9)
+    with_text = combine("complement", {"copurchase": 0.9, "similarity": 0.0},
+                        frozenset({"copurchase", "similarity"}), same_leaf=False)
+    assert with_text < only_behaviour
+    judged = combine("complement", {"llm": 1.0, "copurchase": 0.0}, frozenset({"llm", "copurchase"}),
+                     same_leaf=False)
+    unjudged = combine("complement", {"copurchase": 0.0}, frozenset({"llm", "copurchase"}), same_leaf=False)
+    assert judged > unjudged
+    assert combine("complement", {"copurchase": 1.0}, frozenset({"copurchase"}), same_leaf=False,
+                   near_duplicate=True) == 0.0
+    assert combine("complement", {"copurchase": 1.0}, frozenset({"copurchase"}), same_leaf=True) < 1.0
+    assert combine("substitute", {"similarity": 0.9}, frozenset({"similarity"}), same_leaf=True) > combine(
+        "substitute", {"similarity": 0.9}, frozenset({"similarity"}), same_leaf=False)
+
+
+def test_template_reasons_read_like_evidence() -> None:
+    reasons = template_reasons("complement", Evidence(copurchase_count=14, lift=6.2, query="screen protector"))
+    assert reasons[0] == "bought together in 14 orders (lift 6.2)"
+    assert "matches 'screen protector'" in reasons
+    sub = template_reasons("substitute", Evidence(text_similarity=0.91), same_leaf_name="Cases")
+    assert sub == ["similar: same category 'Cases', 0.91 text similarity"]
