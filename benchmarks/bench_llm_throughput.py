@@ -42,10 +42,8 @@ class EnrichBatch(BaseModel):
 def build_prompts(products: int, items_per_call: int, salt: str) -> list[RenderedPrompt[EnrichBatch]]:
     prompts: list[RenderedPrompt[EnrichBatch]] = []
     for start in range(0, products, items_per_call):
-        items = [
-            {"id": f"{salt}-{i}", "title": f"Product {i}", "category": ["Home", "Kitchen"], "brand": "Acme"}
-            for i in range(start, min(products, start + items_per_call))
-        ]
+        ids = [f"{salt}-{i}" for i in range(start, min(products, start + items_per_call))]
+        items = [{"id": pid, "title": f"Product {pid}", "category": ["Home", "Kitchen"], "brand": "Acme"} for pid in ids]
         prompts.append(
             RenderedPrompt(
                 name="bench_enrich",
@@ -55,7 +53,7 @@ def build_prompts(products: int, items_per_call: int, salt: str) -> list[Rendere
                     ChatMessage("user", data_block(items)),
                 ),
                 response_model=EnrichBatch,
-                item_ids=tuple(item["id"] for item in items),
+                item_ids=tuple(ids),
             )
         )
     return prompts

@@ -119,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         products, relations = synthetic_graph(args.products, args.relations)
-        console.print(f"built {len(products):,} products / {len(relations):,} relations in {time.perf_counter() - t0:.1f}s")
+        built_s = time.perf_counter() - t0
+        console.print(f"built {len(products):,} products / {len(relations):,} relations in {built_s:.1f}s")
 
         table = Table(title=f"Neo4j store, {len(products):,} products, {len(relations):,} relations ({uri})")
-        for column in ("batch", "publish s", "rels/s (publish)", "rows/s (db only)", "vs batch " + str(args.batch_sizes[0]),
-                       "load s", "rows/s (load)"):
+        columns = ["batch", "publish s", "rels/s (publish)", "rows/s (db only)"]
+        columns += [f"vs batch {args.batch_sizes[0]}", "load s", "rows/s (load)"]
+        for column in columns:
             table.add_column(column, justify="right")
         baseline: float | None = None
         store: Neo4jStore | None = None

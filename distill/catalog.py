@@ -31,6 +31,12 @@ from distill.tabular import (
 )
 from graph_schema.models import Product, StageReport
 
+__all__ = [
+    "Catalog", "ColumnMapping", "Format", "IngestReport", "InteractionReport", "Interactions", "RowError",
+    "RowErrorCode", "SourceRecord", "TooManyRejected", "catalog_from_records", "interactions_from_pairs",
+    "normalize_text", "parse_category", "parse_price", "read_catalog", "read_interactions",
+]
+
 # Candidate source columns per field, matched case-insensitively, first present wins.
 _DEFAULT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "id": ("id", "product_id", "sku", "item_id", "item id", "asin", "productid"),

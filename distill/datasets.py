@@ -20,8 +20,6 @@ from distill.catalog import (
     ColumnMapping,
     InteractionReport,
     Interactions,
-    RowError,
-    SourceRecord,
     catalog_from_records,
     interactions_from_pairs,
     normalize_text,
@@ -29,6 +27,7 @@ from distill.catalog import (
     read_interactions,
 )
 from distill.errors import CatalogError
+from distill.tabular import RowError, SourceRecord
 
 DatasetName = Literal["bundlerec", "amazon2018", "instacart", "groceries"]
 DATASET_NAMES: Final[tuple[DatasetName, ...]] = ("bundlerec", "amazon2018", "instacart", "groceries")
@@ -190,8 +189,8 @@ def _amazon_record(number: int, obj: dict[str, Any]) -> SourceRecord:
         "id": asin, "title": obj.get("title"), "brand": obj.get("brand"), "description": description,
         "category": _amazon_category(obj.get("category")), "price": price,
     }
-    details = obj.get("details") if isinstance(obj.get("details"), dict) else {}
-    for key, value in details.items():
+    details = obj.get("details")
+    for key, value in (details if isinstance(details, dict) else {}).items():
         name = normalize_text(str(key)).rstrip(":").strip()
         if name and name.upper() != "ASIN" and value not in (None, ""):
             values[name if name not in values else f"detail {name}"] = value

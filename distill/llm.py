@@ -121,13 +121,14 @@ class _Counters:
 class _IntervalLimiter:
     """Requests per minute, spaced evenly (no bursts that a provider's per-second window would reject)."""
 
-    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]]) -> None:
+    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
         self._interval = 60.0 / per_minute
         self._next = 0.0
         self._sleep = sleep
+        self._clock = clock
 
     async def acquire(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         slot = max(now, self._next)
         self._next = slot + self._interval
         if slot > now:
@@ -137,15 +138,16 @@ class _IntervalLimiter:
 class _TokenBucket:
     """Tokens per minute: reserve an estimate before a request, settle the difference after."""
 
-    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]]) -> None:
+    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
         self._sleep = sleep
+        self._clock = clock
         self._capacity = float(per_minute)
         self._tokens = float(per_minute)
         self._rate = per_minute / 60.0
-        self._stamp = time.monotonic()
+        self._stamp = clock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
 
@@ -276,6 +278,7 @@ class LLMGateway:
         retry_after_cap_s: float = 120.0,
         expected_output_tokens: int = 512,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not settings.llm_model:
             raise ConfigError("no LLM configured: set llm_model (SHELFGRAPH_LLM_MODEL), e.g. openai/gpt-4o-mini")
@@ -299,8 +302,8 @@ class LLMGateway:
         self._reserved_tokens = 0
         self._output_seen = (0, 0)  # (tokens, answers): running mean for output estimates
         self._budget_hit = False
-        self._rpm = _IntervalLimiter(settings.llm_rpm, sleep) if settings.llm_rpm else None
-        self._tpm = _TokenBucket(settings.llm_tpm, sleep) if settings.llm_tpm else None
+        self._rpm = _IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
+        self._tpm = _TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
 
     # --- accounting -----------------------------------------------------------------------------------
     def _stage(self, stage: str) -> _Counters:
@@ -446,7 +449,10 @@ class LLMGateway:
                 verdict = self._classify(exc, level)
                 if verdict == "downgrade":
                     # The provider refused JSON mode: try the next weaker form; this request does not count.
-                    self._format[model] = _FORMAT_LEVELS[_FORMAT_LEVELS.index(level) + 1]
+                    # max(): a concurrent request that failed on an older level must not undo a later step.
+                    weaker = _FORMAT_LEVELS.index(level) + 1
+                    current = _FORMAT_LEVELS.index(self._format.get(model, "json_schema"))
+                    self._format[model] = _FORMAT_LEVELS[max(weaker, current)]
                     attempts -= 1
                     continue
                 if verdict == "reject":
@@ -582,7 +588,8 @@ class LLMGateway:
                     "messages": [{"role": m.role, "content": m.content} for m in prompt.messages],
                     "temperature": self.settings.llm_temperature,
                 }
-                fmt = _response_format(self._format.get(model, "json_schema"), prompt.response_model)
+                schema_model: type[BaseModel] = prompt.response_model
+                fmt = _response_format(self._format.get(model, "json_schema"), schema_model)
                 if fmt is not None:
                     body["response_format"] = fmt
                 line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}

@@ -59,7 +59,6 @@ CATEGORY_FANOUT = 8
 CATEGORY_PER_CATEGORY = 4
 SUBSTITUTE_MIN_SIMILARITY = 0.3
 VERIFY_EXTRA = 5
-NEAR_DUPLICATE_SIMILARITY = 0.97
 
 
 @dataclass(frozen=True)
@@ -342,7 +341,11 @@ def run_pipeline(
         started = time.perf_counter()
         raw = [*grounded, *from_behaviour, *from_similarity]
         pool = cand.fill_similarity(cand.merge_candidates(cand.restrict_to(raw, by_id)), embeddings)
-        pool = [_flag_near_duplicate(c, by_id) for c in pool]
+        from distill.prune import find_near_duplicates
+
+        near = find_near_duplicates(enriched, retriever)
+        pool = [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
+                for c in pool]
         run.write_frame("candidates", candidates_frame(pool))
         state.done(StageReport(stage="candidates", items_in=len(raw), items_out=len(pool),
                                wall_seconds=time.perf_counter() - started))
@@ -412,15 +415,6 @@ def _carry_enrichment(product: Product, previous: Product | None) -> Product:
     if previous is None or previous.content_hash != product.content_hash or not (previous.enriched or previous.keyphrases):
         return product
     return product.model_copy(update={"enriched": previous.enriched, "keyphrases": previous.keyphrases})
-
-
-def _flag_near_duplicate(candidate: Candidate, by_id: dict[str, Product]) -> Candidate:
-    a, b = by_id[candidate.source], by_id[candidate.target]
-    same_title = " ".join(a.title.lower().split()) == " ".join(b.title.lower().split())
-    very_similar = candidate.same_leaf and (candidate.text_similarity or 0.0) >= NEAR_DUPLICATE_SIMILARITY
-    if same_title or very_similar:
-        return candidate.model_copy(update={"near_duplicate": True})
-    return candidate
 
 
 def _to_relation(

@@ -123,9 +123,13 @@ DELETE v
 MERGE_PRODUCTS: Final[str] = """
 UNWIND $rows AS row
 MERGE (p:Product {key: row.key})
-SET p += row.props, p.version = $version
+SET p.version = $version, p.id = row.id, p.title = row.title, p.description = row.description,
+    p.brand = row.brand, p.category = row.category, p.price = row.price, p.attributes = row.attributes,
+    p.enriched = row.enriched, p.keyphrases = row.keyphrases, p.content_hash = row.content_hash
 RETURN count(p) AS written
 """
+"""Properties are set one by one: `SET p += row` would make the planner add an Eager (it cannot rule out
+that the map also writes `key`), which buffers the whole batch."""
 
 MERGE_RELATIONS: Final[dict[RelationKind, str]] = {
     kind: f"""
@@ -133,26 +137,35 @@ UNWIND $rows AS row
 MATCH (s:Product {{key: row.source_key}})
 MATCH (t:Product {{key: row.target_key}})
 MERGE (s)-[r:{rel_type}]->(t)
-SET r += row.props
+SET r.score = row.score, r.reasons = row.reasons, r.evidence = row.evidence, r.run_id = row.run_id,
+    r.model = row.model, r.prompt_version = row.prompt_version, r.stage = row.stage
 RETURN count(r) AS written
 """
     for kind, rel_type in REL_TYPES.items()
 }
 
 # --- reads ------------------------------------------------------------------------------------------------
-LOAD_PRODUCTS: Final[str] = """
+LOAD_PRODUCT_IDS: Final[str] = """
 MATCH (p:Product {version: $version})
-RETURN p.id AS id, p.title AS title, p.description AS description, p.brand AS brand,
-       p.category AS category, p.price AS price, p.attributes AS attributes, p.enriched AS enriched,
-       p.keyphrases AS keyphrases, p.content_hash AS content_hash
+RETURN collect(p.id) AS ids
 """
 
-LOAD_RELATIONS: Final[str] = """
-MATCH (s:Product {version: $version})-[r:COMPLEMENTS|SUBSTITUTES]->(t:Product)
-RETURN s.id AS source, t.id AS target, type(r) AS type, r.score AS score, r.reasons AS reasons,
-       r.evidence AS evidence, r.run_id AS run_id, r.model AS model, r.prompt_version AS prompt_version,
-       r.stage AS stage
+LOAD_PRODUCTS_PAGE: Final[str] = """
+UNWIND $keys AS key
+MATCH (p:Product {key: key})
+RETURN collect([p.id, p.title, p.description, p.brand, p.category, p.price, p.attributes, p.enriched,
+                p.keyphrases, p.content_hash]) AS rows
 """
+"""One page of products in NODE_SCHEMA column order. One record holding a list decodes several times
+faster in the Python driver than one record per row; pages keep the server's memory bounded."""
+
+LOAD_RELATIONS_PAGE: Final[str] = """
+UNWIND $keys AS key
+MATCH (s:Product {key: key})-[r:COMPLEMENTS|SUBSTITUTES]->(t:Product)
+RETURN collect([s.id, t.id, type(r), r.score, r.reasons, r.evidence, r.run_id, r.model, r.prompt_version,
+                r.stage]) AS rows
+"""
+"""Relations leaving one page of products, in EDGE_SCHEMA column order (`kind` holds the relationship type)."""
 
 VERSION_STATE: Final[str] = """
 MATCH (v:GraphVersion {version_id: $version})

@@ -323,7 +323,7 @@ def _gauges() -> GraphGauges:
     if index is None:
         return GraphGauges(None, 0, {}, 0, s.holder.status().stale)
     return GraphGauges(
-        index.version, index.product_count, dict(index.relation_counts()), index.memory_bytes(), s.holder.status().stale
+        index.version, index.product_count, {str(k): v for k, v in index.relation_counts().items()}, index.memory_bytes(), s.holder.status().stale
     )
 
 

@@ -77,7 +77,9 @@ class Csr:
     """Category lists only: the product whose edge lent the candidate its reason."""
 
     def nbytes(self) -> int:
-        arrays = [self.indptr, self.dst, self.score, self.reason_id] + ([self.via] if self.via is not None else [])
+        arrays: list[np.ndarray] = [self.indptr, self.dst, self.score, self.reason_id]
+        if self.via is not None:
+            arrays.append(self.via)
         return sum(a.nbytes for a in arrays)
 
 

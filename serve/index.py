@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -278,7 +278,7 @@ class GraphIndex:
         the cart items (going with two items beats going with one); cart items and every substitute of a
         cart item are dropped; at most ceil(k/2) suggestions per category unless too few categories are
         left to fill k; `min_score` applies to the summed score."""
-        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
+        filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
         known = [pid for pid in cart if pid in self._rows]
         unknown = tuple(pid for pid in cart if pid not in self._rows)
@@ -288,47 +288,34 @@ class GraphIndex:
         banned = set(rows)
         for row in rows:
             banned.update(self._slice(self._a.substitutes, row)[0].tolist())
-        parts = [(i, self._complement_candidates(row)) for i, row in enumerate(rows)]
-        dst = np.concatenate([c.dst for _, c in parts])
-        score = np.concatenate([c.score for _, c in parts])
-        mask = self._mask(dst, score, replace(filters, min_score=0.0), banned)
-        if not mask.any():
-            return CartResult(tuple(known), unknown, ())
-        which = np.concatenate([np.full(len(c.dst), i, np.int32) for i, c in parts])[mask]
-        reason = np.concatenate([c.reason for _, c in parts])[mask]
-        via = np.concatenate([c.via if c.via is not None else np.full(len(c.dst), -1, np.int32) for _, c in parts])
-        via = via[mask]
-        sources = [c.source for _, c in parts]
-        dst, score = dst[mask], score[mask]
-        targets, inverse = np.unique(dst, return_inverse=True)
-        totals = np.bincount(inverse, weights=score.astype(np.float64))
-        order = np.lexsort((targets, -totals))
-        order = order[totals[order] >= filters.min_score]
-        chosen = self._diversify(targets[order], k)
+        # candidate lists are short (tens per item): filter with numpy, group with a dict
+        totals: dict[int, float] = {}
+        hits: dict[int, list[tuple[float, int, int, int]]] = {}
+        sources: list[Source] = []
+        for i, row in enumerate(rows):
+            cand = self._complement_candidates(row)
+            sources.append(cand.source)
+            dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
+            if not filters.is_empty():
+                keep = np.flatnonzero(self._mask(dst, score, filters, set()))
+                dst, score, reason = dst[keep], score[keep], reason[keep]
+                via = via[keep] if via is not None else None
+            vias = via.tolist() if via is not None else [-1] * len(dst)
+            for t, sc, r, v in zip(dst.tolist(), score.tolist(), reason.tolist(), vias):
+                if t in banned:
+                    continue
+                totals[t] = totals.get(t, 0.0) + sc
+                hits.setdefault(t, []).append((sc, i, r, v))
+        ranked = sorted((t for t, total in totals.items() if total >= min_score), key=lambda t: (-totals[t], t))
+        nodes, reasons = self._a.nodes, self._a.reasons
         items = []
-        for t in chosen:
-            pos = int(np.searchsorted(targets, t))
-            hits = np.flatnonzero(inverse == pos)
-            hits = hits[np.lexsort((which[hits], -score[hits]))]
+        for t in self._diversify(ranked, k):
             goes_with = tuple(
-                CartContribution(
-                    cart_item=known[int(which[h])],
-                    score=float(score[h]),
-                    reasons=self._a.reasons[int(reason[h])],
-                    source=sources[int(which[h])],
-                    via=self._a.nodes.ids[int(via[h])] if via[h] >= 0 else None,
-                )
-                for h in hits
+                CartContribution(known[i], sc, reasons[r], sources[i], nodes.ids[v] if v >= 0 else None)
+                for sc, i, r, v in sorted(hits[t], key=lambda h: (-h[0], h[1]))
             )
             items.append(
-                CartSuggestion(
-                    product_id=self._a.nodes.ids[t],
-                    title=self._a.nodes.titles[t],
-                    category=self._category(t),
-                    price=self._price(t),
-                    score=float(totals[pos]),
-                    goes_with=goes_with,
-                )
+                CartSuggestion(nodes.ids[t], nodes.titles[t], self._category(t), self._price(t), totals[t], goes_with)
             )
         return CartResult(tuple(known), unknown, tuple(items))
 
@@ -445,24 +432,25 @@ class GraphIndex:
             )
         )
 
-    def _diversify(self, ranked: I32, k: int) -> list[int]:
+    def _diversify(self, ranked: list[int], k: int) -> list[int]:
         """At most ceil(k/2) per category path (uncategorized products share one bucket); when the cap
         leaves fewer than k, the best skipped candidates fill the rest in score order."""
         cap = math.ceil(k / 2)
+        category_id = self._a.nodes.category_id
         per_cat: dict[int, int] = {}
         chosen: list[int] = []
         skipped: list[int] = []
-        cats = self._a.nodes.category_id[ranked].tolist()
-        for t, c in zip(ranked.tolist(), cats):
+        for t in ranked:
             if len(chosen) >= k:
                 break
+            c = int(category_id[t])
             if per_cat.get(c, 0) < cap:
                 per_cat[c] = per_cat.get(c, 0) + 1
                 chosen.append(t)
             else:
                 skipped.append(t)
-        if len(chosen) < k:
+        if len(chosen) < k and skipped:
             filled = set(chosen) | set(skipped[: k - len(chosen)])
-            chosen = [t for t in ranked.tolist() if t in filled]
+            chosen = [t for t in ranked if t in filled]
         return chosen
 

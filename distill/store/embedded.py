@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-import networkx as nx
+import networkx as nx  # type: ignore[import-untyped]
 import polars as pl
 from pydantic import ValidationError
 

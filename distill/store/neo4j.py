@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _KIND_OF_TYPE: dict[str, RelationKind] = {rel_type: kind for kind, rel_type in cypher.REL_TYPES.items()}
 _LOAD_ATTEMPTS = 3
+_READ_PAGE = 10_000
+"""Products per read page (their relations come with them)."""
 """A load retries when cleanup removed the version it was reading (only possible with a small `keep`)."""
 
 
 def _q(text: str) -> LiteralString:
-    # Every query is a constant from graph_schema.cypher; the cast only satisfies the driver's typing.
-    return cast(LiteralString, text)
+    # Every query is a constant from graph_schema.cypher; this only satisfies the driver's typing.
+    return cast(LiteralString, text)  # type: ignore[redundant-cast]  # mypy reads LiteralString as str
 
 
 @contextmanager
@@ -215,21 +217,26 @@ class Neo4jStore:
                 raise VersionNotFound(f"graph version {version!r} was removed while it was being loaded")
         raise StoreError(f"the current version changed and was removed {_LOAD_ATTEMPTS} times during load")
 
-    @staticmethod
-    def _load_frames(tx: neo4j.ManagedTransaction, version: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-        # Rows of entities deleted while being read come back with nulls; they are dropped here and the
-        # caller's state check then sees the version as `deleting` and retries.
-        node_rows = [row for row in tx.run(_q(cypher.LOAD_PRODUCTS), version=version).values(*NODE_SCHEMA) if row[0] is not None]
-        edge_keys = [k if k != "kind" else "type" for k in EDGE_SCHEMA]
-        kind_at = edge_keys.index("type")
-        edge_rows = []
-        for row in tx.run(_q(cypher.LOAD_RELATIONS), version=version).values(*edge_keys):
-            kind = _KIND_OF_TYPE.get(row[kind_at])
+    def _load_frames(self, tx: neo4j.ManagedTransaction, version: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        ids_record = tx.run(_q(cypher.LOAD_PRODUCT_IDS), version=version).single(strict=True)
+        keys = [_node_key(version, pid) for pid in ids_record["ids"]]
+        node_rows: list[list[Any]] = []
+        edge_rows: list[list[Any]] = []
+        for start in range(0, len(keys), _READ_PAGE):
+            page = keys[start : start + _READ_PAGE]
+            node_rows += tx.run(_q(cypher.LOAD_PRODUCTS_PAGE), keys=page).single(strict=True)["rows"]
+            edge_rows += tx.run(_q(cypher.LOAD_RELATIONS_PAGE), keys=page).single(strict=True)["rows"]
+        # Entities deleted while being read come back as nulls (read-committed); they are dropped here and
+        # the caller's state check then sees the version as `deleting` and retries.
+        node_rows = [row for row in node_rows if row[0] is not None]
+        kept_edges = []
+        for row in edge_rows:
+            kind = _KIND_OF_TYPE.get(row[2])
             if kind is not None and row[0] is not None and row[1] is not None:
-                row[kind_at] = kind
-                edge_rows.append(row)
+                row[2] = kind
+                kept_edges.append(row)
         nodes = pl.DataFrame(node_rows, schema=NODE_SCHEMA, orient="row")
-        edges = pl.DataFrame(edge_rows, schema=EDGE_SCHEMA, orient="row")
+        edges = pl.DataFrame(kept_edges, schema=EDGE_SCHEMA, orient="row")
         return nodes.sort("id"), edges.sort("source", "kind", "target")
 
     # --- publish ---------------------------------------------------------------------------------------
@@ -261,7 +268,10 @@ class Neo4jStore:
             self._write_rows(version, product_rows, relation_rows)
             self._verify_written(version, len(product_rows), relation_rows)
             switched = self._write(
-                cypher.COMPLETE_AND_SWITCH, version=version, complete=cypher.STATE_COMPLETE, name=cypher.CURRENT_NAME
+                cypher.COMPLETE_AND_SWITCH,
+                version=version,
+                complete=cypher.STATE_COMPLETE,
+                name=cypher.CURRENT_NAME,
             )
             if not switched or switched[0]["version"] != version:
                 raise StoreError(f"version {version!r} vanished before it could be made current")
@@ -271,13 +281,19 @@ class Neo4jStore:
     def _republish(self, existing: dict[str, Any], digest: str) -> GraphVersion:
         version = str(existing["version_id"])
         if existing["digest"] != digest:
-            raise StoreError(f"version {version!r} is already published with different content; versions are immutable")
-        self._write(cypher.SWITCH_TO_COMPLETE, version=version, complete=cypher.STATE_COMPLETE, name=cypher.CURRENT_NAME)
+            raise StoreError(
+                f"version {version!r} is already published with different content; versions are immutable"
+            )
+        self._write(
+            cypher.SWITCH_TO_COMPLETE, version=version, complete=cypher.STATE_COMPLETE, name=cypher.CURRENT_NAME
+        )
         return GraphVersion.model_validate_json(existing["manifest"])
 
-    def _write_rows(self, version: str, product_rows: list[dict[str, Any]], relation_rows: list[dict[str, Any]]) -> None:
+    def _write_rows(
+        self, version: str, product_rows: list[dict[str, Any]], relation_rows: list[dict[str, Any]]
+    ) -> None:
         node_batches = [
-            [{"key": _node_key(version, row["id"]), "props": row} for row in chunk]
+            [{"key": _node_key(version, row["id"]), **row} for row in chunk]
             for chunk in _chunks(product_rows, self._batch_size)
         ]
         rel_batches: list[tuple[str, list[dict[str, Any]]]] = []
@@ -288,7 +304,7 @@ class Neo4jStore:
                     {
                         "source_key": _node_key(version, row["source"]),
                         "target_key": _node_key(version, row["target"]),
-                        "props": {k: v for k, v in row.items() if k not in ("source", "target", "kind")},
+                        **{k: v for k, v in row.items() if k not in ("source", "target", "kind")},
                     }
                     for row in chunk
                 ]
@@ -304,7 +320,8 @@ class Neo4jStore:
     def _verify_written(self, version: str, n_products: int, relation_rows: list[dict[str, Any]]) -> None:
         products = self._read_rows(cypher.COUNT_VERSION_PRODUCTS, version=version)
         found_products = int(products[0]["n"]) if products else 0
-        found = {_KIND_OF_TYPE[r["type"]]: int(r["n"]) for r in self._read_rows(cypher.COUNT_VERSION_RELATIONS, version=version)}
+        relation_counts = self._read_rows(cypher.COUNT_VERSION_RELATIONS, version=version)
+        found = {_KIND_OF_TYPE[r["type"]]: int(r["n"]) for r in relation_counts}
         wanted = {kind: sum(1 for r in relation_rows if r["kind"] == kind) for kind in RELATION_KINDS}
         if found_products != n_products or any(found.get(k, 0) != n for k, n in wanted.items()):
             raise StoreError(
@@ -326,7 +343,10 @@ class Neo4jStore:
     # --- cleanup ---------------------------------------------------------------------------------------
     def _purge(self, version: str) -> bool:
         """Removes one non-current version in batches. False if it is current (never removed)."""
-        if not self._write(cypher.MARK_DELETING, version=version, name=cypher.CURRENT_NAME, deleting=cypher.STATE_DELETING):
+        marked = self._write(
+            cypher.MARK_DELETING, version=version, name=cypher.CURRENT_NAME, deleting=cypher.STATE_DELETING
+        )
+        if not marked:
             return False
         while True:
             deleted = self._write(cypher.DELETE_VERSION_PRODUCTS_BATCH, version=version, limit=self._batch_size)

@@ -129,14 +129,20 @@ def test_transient_errors_are_retried(server: FakeOpenAIServer, tmp_path: Path, 
 
 
 class RecordingSleep:
-    """Stands in for asyncio.sleep: records the waits the gateway asks for, waits only a token time."""
+    """Stands in for asyncio.sleep and the clock: records the waits the gateway asks for and advances a
+    virtual clock by them instead of waiting."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.now = 1000.0
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+        self.now += seconds
         await asyncio.sleep(0)
+
+    def clock(self) -> float:
+        return self.now
 
 
 def test_retry_after_is_honoured(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -156,11 +162,11 @@ def test_retry_after_is_honoured(server: FakeOpenAIServer, tmp_path: Path) -> No
 def test_requests_per_minute_are_spaced(server: FakeOpenAIServer, tmp_path: Path) -> None:
     sleep = RecordingSleep()
     settings = make_settings(server, tmp_path, llm_concurrency=1, llm_rpm=60)
-    gateway = LLMGateway(settings, ResponseCache(settings.cache_path), sleep=sleep)
+    gateway = LLMGateway(settings, ResponseCache(settings.cache_path), sleep=sleep, clock=sleep.clock)
     gateway.run_many([make_prompt(f"p{i}") for i in range(4)], stage="s", progress=False)
-    # 60 rpm = one request a second: the first goes at once, each later one waits for its slot.
-    assert len(sleep.delays) == 3
-    assert all(delay > 0.5 for delay in sleep.delays)
+    # 60 rpm = one request a second: the first goes at once, each later one waits for its slot (the virtual
+    # clock only moves by the waits, so each wait is the whole second).
+    assert sleep.delays == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_transient_errors_exhausted_fall_back_to_next_model(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -240,6 +246,33 @@ def test_terminal_error_raises_fast_without_retries(server: FakeOpenAIServer, tm
         gateway.run_many([make_prompt(f"p{i}") for i in range(5)], stage="s", progress=False)
     assert server.call_count == 1
     assert info.value.__cause__ is not None
+
+
+def test_context_window_is_terminal_without_retries(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.failure_rule = lambda body: Failure("context_window")
+    with pytest.raises(TerminalLLMError, match="ContextWindowExceededError"):
+        make_gateway(server, tmp_path).run_many([make_prompt("x")], stage="s", progress=False)
+    assert server.call_count == 1
+
+
+def test_content_policy_refusal_rejects_only_that_prompt(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.failure_rule = lambda body: Failure("content_policy") if item_of(body) == "edgy" else None
+    results = make_gateway(server, tmp_path).run_many([make_prompt("a"), make_prompt("edgy")], stage="s", progress=False)
+    assert results[0].value is not None
+    assert results[1].rejection is not None and "ContentPolicyViolationError" in results[1].rejection.reason
+
+
+def test_tokens_per_minute_limit_makes_requests_wait(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    sleep = RecordingSleep()
+    settings = make_settings(server, tmp_path, llm_concurrency=1, llm_tpm=100)
+    gateway = LLMGateway(settings, ResponseCache(settings.cache_path), sleep=sleep, clock=sleep.clock, expected_output_tokens=16)
+    results = gateway.run_many([make_prompt(f"p{i}") for i in range(6)], stage="s", progress=False)
+    assert all(r.value is not None for r in results)
+    # Six requests of ~35 tokens (~55 reserved each) do not fit in a 100-token minute: some must wait, and
+    # over the run the waits add up to at least the time the bucket needs to refill what was used beyond it.
+    used = gateway.usage("s").input_tokens + gateway.usage("s").output_tokens
+    assert used > 100 and sleep.delays
+    assert sum(sleep.delays) >= (used - 100) / (100 / 60) * 0.9
 
 
 def test_provider_rejecting_response_format_falls_back(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from distill.catalog import Interactions
+from distill.errors import StageError
 from distill.pipeline import (
     DistillResult,
     export_batch,
@@ -44,8 +45,23 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 def llm_settings(tmp_path: Path, server: FakeOpenAIServer, **extra: object) -> DistillSettings:
+    # Small graph shape: one verify prompt per product keeps these tests to a few dozen fake calls.
+    fields: dict[str, object] = {"max_complements": 5, "max_substitutes": 3, "verify_batch_size": 20, **extra}
     return DistillSettings(data_dir=tmp_path, llm_model="openai/fake-model", llm_api_base=server.base_url,
-                           llm_api_key="test", llm_max_attempts=2, **extra)  # type: ignore[arg-type]
+                           llm_api_key="test", llm_max_attempts=2, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def llm_run(
+    tmp_path_factory: pytest.TempPathFactory, catalog
+) -> Iterator[tuple[DistillResult, int, FakeOpenAIServer, DistillSettings]]:
+    """One full run with the model, shared by the tests that only read it."""
+    products, interactions = catalog
+    tmp_path = tmp_path_factory.mktemp("llm-run")
+    with FakeOpenAIServer(responder=catalog_responder) as fake:
+        settings = llm_settings(tmp_path, fake)
+        result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+        yield result, fake.call_count, fake, settings
 
 
 def check_relations(result: DistillResult, products: list[Product]) -> None:
@@ -122,10 +138,9 @@ def test_importing_the_pipeline_does_not_import_litellm() -> None:
 # ---------------------------------------------------------------------------------------------- with a model
 
 
-def test_full_run_with_model_explains_every_relation(tmp_path: Path, catalog, server: FakeOpenAIServer) -> None:
-    products, interactions = catalog
-    settings = llm_settings(tmp_path, server)
-    result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+def test_full_run_with_model_explains_every_relation(llm_run, catalog) -> None:
+    products, _ = catalog
+    result, calls, _, settings = llm_run
     check_relations(result, products)
     stages = {s.stage: s for s in result.report.stages}
     for name in ("enrich", "propose", "verify"):
@@ -133,7 +148,7 @@ def test_full_run_with_model_explains_every_relation(tmp_path: Path, catalog, se
         assert stages[name].llm.input_tokens > 0 and stages[name].llm.output_tokens > 0
         assert stages[name].wall_seconds > 0
     assert stages["enrich"].llm.calls <= -(-len(products) // settings.enrich_batch_size)  # calls/product << 1
-    assert result.report.llm.calls == server.call_count
+    assert result.report.llm.calls == calls
     enriched = [p for p in result.products if p.enriched]
     assert len(enriched) == len(products) and all(p.keyphrases for p in enriched)
     judged = [r for r in result.relations if r.evidence.llm_score is not None]
@@ -143,29 +158,33 @@ def test_full_run_with_model_explains_every_relation(tmp_path: Path, catalog, se
     assert grounded and any(any(reason.startswith("matches '") for reason in r.reasons) for r in grounded)
 
 
-def test_rerun_of_one_stage_and_resume_make_no_model_calls(tmp_path: Path, catalog, server) -> None:
+def test_rerun_of_one_stage_and_resume_make_no_model_calls(catalog, llm_run) -> None:
     products, interactions = catalog
-    settings = llm_settings(tmp_path, server)
-    first = run_pipeline(products, interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+    first, _, server, settings = llm_run
     calls = server.call_count
     score_file = first.run_dir / "score.parquet"
     before = score_file.stat().st_mtime_ns
-    again = run_pipeline(products, interactions, settings, run_id="r1", rerun={"score"}, progress=False,
+    again = run_pipeline(products, interactions, settings, run_id=first.run_id, rerun={"score"}, progress=False,
                          encoder=HashingEncoder())
     assert server.call_count == calls
     assert score_file.stat().st_mtime_ns != before
     assert sorted(r.key for r in again.relations) == sorted(r.key for r in first.relations)
-    resumed = run_pipeline(products, interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+    resumed = run_pipeline(products, interactions, settings, run_id=first.run_id, progress=False,
+                           encoder=HashingEncoder())
     assert server.call_count == calls and len(resumed.relations) == len(first.relations)
+    # Re-running the verify stage is answered from the response cache: still no model call.
+    rerun_verify = run_pipeline(products, interactions, settings, run_id=first.run_id, rerun={"verify"},
+                                progress=False, encoder=HashingEncoder())
+    assert server.call_count == calls and rerun_verify.report.llm.cached_calls > 0
     # A different catalog cannot reuse the run folder of another.
-    with pytest.raises(Exception, match="different inputs"):
-        run_pipeline(products[:-1], interactions, settings, run_id="r1", progress=False, encoder=HashingEncoder())
+    with pytest.raises(StageError, match="different inputs"):
+        run_pipeline(products[:-1], interactions, settings, run_id=first.run_id, progress=False,
+                     encoder=HashingEncoder())
 
 
-def test_publish_and_reload_from_the_run_folder(tmp_path: Path, catalog, server) -> None:
-    products, interactions = catalog
-    settings = llm_settings(tmp_path, server)
-    result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+def test_publish_and_reload_from_the_run_folder(tmp_path: Path, catalog, llm_run) -> None:
+    products, _ = catalog
+    result, _, _, _ = llm_run
     store = EmbeddedStore(tmp_path / "graph")
     version = publish(result, store)
     assert version.product_count == len(products)
@@ -179,7 +198,8 @@ def test_publish_and_reload_from_the_run_folder(tmp_path: Path, catalog, server)
     again = publish(reloaded, store, parent=version.version_id)
     assert again.version_id != version.version_id and again.parent_version == version.version_id
     assert store.current_version() == again.version_id
-    assert "publish" in [s.stage for s in json.loads((result.run_dir / "report.json").read_text())["stages"]]
+    stages = json.loads((result.run_dir / "report.json").read_text())["stages"]
+    assert "publish" in [stage["stage"] for stage in stages]
 
 
 def test_failed_prompts_are_recorded_not_dropped(tmp_path: Path, catalog) -> None:

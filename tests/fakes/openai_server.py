@@ -27,6 +27,8 @@ FailureKind = Literal[
     "unauthorized",  # HTTP 401
     "bad_request",  # HTTP 400
     "response_format_rejected",  # HTTP 400, only when the request carries a response_format
+    "context_window",  # HTTP 400 worded like OpenAI's context-length error
+    "content_policy",  # HTTP 400 worded like OpenAI's content-policy refusal
     "truncated_json",  # 200, the content cut in the middle
     "invalid_json",  # 200, prose that is not JSON
     "extra_fields",  # 200, the content object with an unexpected key added
@@ -261,6 +263,12 @@ def _error_response(failure: Failure, body: dict[str, Any]) -> tuple[int, dict[s
         return 400, {}, _error_body("Bad request (fake)", "invalid_request_error")
     if kind == "response_format_rejected" and body.get("response_format") is not None:
         return 400, {}, _error_body("response_format is not supported (fake)", "invalid_request_error")
+    if kind == "context_window":
+        message = "This model's maximum context length is 128000 tokens. However, your messages resulted in 200000 tokens."
+        return 400, {}, _error_body(message, "invalid_request_error", "context_length_exceeded")
+    if kind == "content_policy":
+        message = "Your request was rejected by the safety system (fake)."
+        return 400, {}, _error_body(message, "invalid_request_error", "content_policy_violation")
     if kind == "timeout":
         time.sleep(failure.sleep_s)
     return None

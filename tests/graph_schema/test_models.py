@@ -34,7 +34,7 @@ def relation(**overrides: object) -> Relation:
         "reasons": ("a case protects the phone",), "provenance": PROV,
     }
     fields.update(overrides)
-    return Relation(**fields)  # type: ignore[arg-type]
+    return Relation(**fields)
 
 
 def test_product_round_trips_through_json_and_table_row(tiny_catalog: list[Product]) -> None:
@@ -74,7 +74,7 @@ def test_catalog_fingerprint_ignores_order(tiny_catalog: list[Product]) -> None:
 )
 def test_product_rejects_bad_values(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        Product(**fields)  # type: ignore[arg-type]
+        Product(**fields)
 
 
 def test_relation_round_trips_through_json_and_table_row() -> None:

@@ -98,7 +98,9 @@ def rel_count(driver: neo4j.Driver, version: str) -> int:
     return count(driver, "MATCH (:Product {version: $v})-[r]->() RETURN count(r)", v=version)
 
 
-def assert_same_graph(store: Neo4jStore, version: str | None, products: list[Product], relations: list[Relation]) -> None:
+def assert_same_graph(
+    store: Neo4jStore, version: str | None, products: list[Product], relations: list[Relation]
+) -> None:
     graph = store.load(version)
     assert sorted(graph.products(), key=lambda p: p.id) == sorted(products, key=lambda p: p.id)
     assert sorted(graph.relations(), key=lambda r: r.key) == sorted(relations, key=lambda r: r.key)
@@ -198,7 +200,9 @@ class _CrashingStore(Neo4jStore):
 
 
 @pytest.mark.parametrize("survive", [1, 6])  # 1: inside the node batches; 6: inside the relation batches
-def test_crashed_publish_keeps_old_version_and_retry_has_no_duplicates(clean_neo4j: neo4j.Driver, survive: int) -> None:
+def test_crashed_publish_keeps_old_version_and_retry_has_no_duplicates(
+    clean_neo4j: neo4j.Driver, survive: int
+) -> None:
     p1, r1, m1 = make_graph("v1")
     p2, r2, m2 = make_graph("v2", n_products=40)
     Neo4jStore(clean_neo4j).publish(p1, r1, m1)

@@ -123,3 +123,21 @@ def test_dev_server_over_http(store: EmbeddedStore) -> None:
         assert status == 200 and body["source"] == "via_substitutes"
         with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
             assert b"shelfgraph_http_requests_total" in response.read()
+
+
+@pytest.mark.neo4j
+def test_dev_server_reads_a_graph_published_to_neo4j(clean_neo4j: Any) -> None:
+    from distill.store.neo4j import Neo4jStore
+    from serve.loader import Neo4jSource
+
+    publish_to = Neo4jStore(clean_neo4j)
+    manifest = GraphVersion(version_id="n1", catalog_fingerprint="f" * 32, product_count=0,
+                            relation_counts={"complement": 0, "substitute": 0})
+    publish_to.publish(catalog(), relations(), manifest)
+    with run_dev(ServeSettings(port=0, reload_interval_s=0), source=Neo4jSource(clean_neo4j)) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        status, body = call(base, "/v1/products/cam1/complements?k=2")
+        assert status == 200 and body["version"] == "n1"
+        assert [i["product_id"] for i in body["items"]] == ["tri1", "sd1"]
+        status, body = call(base, "/v1/products/cam1")
+        assert body["enriched"] == {"sensor": "full frame"} and body["keyphrases"] == ["mirrorless camera"]

@@ -1,0 +1,320 @@
+"""HTTP load benchmark: GET /v1/products/{random id}/complements served by gunicorn from the in-memory
+index, against a hello-world Flask app served the same way (same workers) and, when a Neo4j is
+available, against the same lookup answered by a live Cypher query per request. Prints throughput,
+p50/p99 and the ratios. Only 127.0.0.1. Needs `wrk` (apt-get install -y wrk); falls back to locust.
+
+    python benchmarks/bench_http.py                       # 100k products, 1M relations, 15 s per target
+    python benchmarks/bench_http.py --products 20000 --duration 5 --no-neo4j
+    NEO4J_URI=bolt://127.0.0.1:7687 python benchmarks/bench_http.py   # a SCRATCH database: a version is published
+
+Without NEO4J_URI a private Neo4j is started with scripts/neo4j-local on port 7688 (own run dir) when
+Java and Maven are present, and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+ENV_PRODUCTS = "SHELFGRAPH_BENCH_PRODUCTS"
+ENV_RELATIONS = "SHELFGRAPH_BENCH_RELATIONS"
+ENV_NEO4J = "SHELFGRAPH_BENCH_NEO4J"  # uri|user|password for the cypher app
+
+
+# --- the three apps (gunicorn factories: "benchmarks.bench_http:make_index_app()") ----------------------
+def make_index_app() -> Any:
+    from benchmarks.synthetic import synthetic_columns
+    from serve import create_app
+    from serve.index import GraphIndex
+    from serve.settings import ServeSettings
+
+    columns = synthetic_columns(int(os.environ[ENV_PRODUCTS]), int(os.environ[ENV_RELATIONS]))
+    return create_app(ServeSettings(reload_interval_s=0), index=GraphIndex.from_columns(*columns))
+
+
+def make_hello_app() -> Any:
+    from flask import Flask, jsonify
+
+    app = Flask("hello")
+
+    @app.get("/hello")
+    def hello() -> Any:
+        return jsonify({"hello": "world"})
+
+    return app
+
+
+def make_cypher_app() -> Any:
+    """The same lookup answered live: one parameterized Cypher query per request."""
+    import neo4j
+    from flask import Flask, jsonify
+
+    from graph_schema.cypher import COMPLEMENTS_TOP_K, CURRENT_NAME, KEY_SEPARATOR
+
+    uri, user, password = os.environ[ENV_NEO4J].split("|", 2)
+    driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+    app = Flask("cypher")
+
+    @app.get("/v1/products/<path:product_id>/complements")
+    def complements(product_id: str) -> Any:
+        records, _, _ = driver.execute_query(
+            COMPLEMENTS_TOP_K, name=CURRENT_NAME, separator=KEY_SEPARATOR, product_id=product_id, k=10,
+            routing_=neo4j.RoutingControl.READ,
+        )
+        return jsonify({"product_id": product_id, "items": [
+            {"product_id": r["target"], "score": r["score"], "reasons": r["reasons"]} for r in records]})
+
+    return app
+
+
+# --- running servers and load ----------------------------------------------------------------------------
+@dataclass
+class Result:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(factory: str, workers: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--access-logfile", "/dev/null", "--timeout", "600", f"benchmarks.bench_http:{factory}"]
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not up after {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+LUA = """
+math.randomseed(%(seed)d)
+request = function()
+  return wrk.format("GET", string.format("/v1/products/P%%07d/complements?k=10", math.random(0, %(last)d)))
+end
+"""
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def run_wrk(name: str, base: str, path: str | None, lua: Path | None, duration: int, connections: int,
+            threads: int) -> Result:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if lua is not None:
+        argv += ["-s", str(lua)]
+    out = subprocess.run(argv + [base + (path or "")], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"\s50%\s+([\d.]+)(us|ms|s|m)\b", out)
+    p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s|m)\b", out)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    n_errors = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        n_errors += sum(int(g) for g in socket_errors.groups())
+    return Result(name, rps, _ms(*p50.groups()), _ms(*p99.groups()), n_errors)  # type: ignore[union-attr]
+
+
+LOCUSTFILE = """
+import random
+from locust import FastHttpUser, task
+class U(FastHttpUser):
+    @task
+    def hit(self):
+        path = %(path)r
+        if path is None:
+            path = "/v1/products/P%%07d/complements?k=10" %% random.randint(0, %(last)d)
+        self.client.get(path, name="x")
+"""
+
+
+def run_locust(name: str, base: str, path: str | None, last: int, duration: int, connections: int) -> Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        locustfile = Path(tmp) / "locustfile.py"
+        locustfile.write_text(LOCUSTFILE % {"path": path, "last": last})
+        prefix = Path(tmp) / "stats"
+        subprocess.run([sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(connections),
+                        "-r", str(connections), "-t", f"{duration}s", "-H", base, "--csv", str(prefix),
+                        "--only-summary"], capture_output=True, check=True)
+        with open(f"{prefix}_stats.csv") as handle:
+            row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return Result(name, float(row["Requests/s"]), float(row["50%"]), float(row["99%"]), int(row["Failure Count"]))
+
+
+# --- Neo4j ------------------------------------------------------------------------------------------------
+def neo4j_target(args: argparse.Namespace) -> tuple[str, str, str, bool] | None:
+    """(uri, user, password, started_here) or None when no Neo4j can be used."""
+    if args.no_neo4j:
+        return None
+    if os.environ.get("NEO4J_URI"):
+        return os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"), os.environ.get(
+            "NEO4J_PASSWORD", "shelfgraph"), False
+    if not (shutil.which("java") and shutil.which("mvn")):
+        print("neo4j: skipped (no NEO4J_URI, and no java/mvn for scripts/neo4j-local)")
+        return None
+    env = {**os.environ, "NEO4J_BOLT_PORT": str(args.neo4j_port), "NEO4J_RUN_DIR": args.neo4j_run_dir,
+           "NEO4J_HEAP_MAX": "1g", "NEO4J_PAGECACHE": "512m", "PYTHON": sys.executable}
+    started = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "neo4j-local"), "start"], env=env,
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        print(f"neo4j: skipped (private instance did not start: {started.stderr.strip()[-300:]})")
+        return None
+    return f"bolt://127.0.0.1:{args.neo4j_port}", "neo4j", "shelfgraph", True
+
+
+def stop_private_neo4j(args: argparse.Namespace) -> None:
+    env = {**os.environ, "NEO4J_BOLT_PORT": str(args.neo4j_port), "NEO4J_RUN_DIR": args.neo4j_run_dir}
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "neo4j-local"), "stop"], env=env, capture_output=True)
+
+
+def publish_to_neo4j(uri: str, user: str, password: str, n_products: int, n_relations: int) -> str:
+    import neo4j
+
+    from benchmarks.synthetic import synthetic_columns
+    from distill.store.neo4j import Neo4jStore
+    from graph_schema.models import GraphVersion, Product, Provenance, Relation
+
+    meta, nodes, edges = synthetic_columns(n_products, n_relations)
+    version = f"bench-{n_products}-{n_relations}"
+    driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+    try:
+        store = Neo4jStore(driver, progress=True)
+        if store.current_version() == version:
+            return version
+        products = [Product(id=pid, title=title) for pid, title in zip(nodes.ids, nodes.titles)]
+        prov = Provenance(run_id="bench")
+        relations, seen = [], set()
+        for s, d, k, sc, r in zip(edges.src.tolist(), edges.dst.tolist(), edges.kind.tolist(),
+                                  edges.score.tolist(), edges.reason_id.tolist()):
+            key = (s, d, k) if k == 0 else (min(s, d), max(s, d), k)
+            if key in seen:
+                continue  # the store refuses duplicate keys; the index keeps the best of them
+            seen.add(key)
+            relations.append(Relation(source=nodes.ids[s], target=nodes.ids[d],
+                                      kind="complement" if k == 0 else "substitute", score=min(sc, 1.0),
+                                      reasons=edges.reasons[r], provenance=prov))
+        manifest = GraphVersion(version_id=version, catalog_fingerprint="bench", product_count=len(products),
+                                relation_counts={"complement": 0, "substitute": 0})
+        started = time.perf_counter()
+        store.publish(products, relations, manifest)
+        print(f"neo4j: published {len(products):,} products / {len(relations):,} relations "
+              f"in {time.perf_counter() - started:.0f}s")
+        return version
+    finally:
+        driver.close()
+
+
+# --- main -------------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--relations", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load per target")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--no-neo4j", action="store_true")
+    parser.add_argument("--neo4j-port", type=int, default=7688)
+    parser.add_argument("--neo4j-run-dir", default=str(Path(tempfile.gettempdir()) / "shelfgraph-bench-neo4j"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    use_wrk = shutil.which("wrk") is not None
+    print(f"load generator: {'wrk' if use_wrk else 'locust (wrk not found)'}; {args.workers} gunicorn workers, "
+          f"{args.connections} connections, {args.duration}s per target, graph {args.products:,} products / "
+          f"{args.relations:,} relations, cpus={os.cpu_count()}, load average={os.getloadavg()[0]:.1f}")
+    env = {ENV_PRODUCTS: str(args.products), ENV_RELATIONS: str(args.relations)}
+    lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua.write_text(LUA % {"seed": 42, "last": args.products - 1})
+
+    def load(name: str, base: str, path: str | None) -> Result:
+        warm = (base + path) if path else f"{base}/v1/products/P0000000/complements?k=10"
+        for _ in range(50):
+            urllib.request.urlopen(warm, timeout=30).read()
+        if use_wrk:
+            return run_wrk(name, base, path, None if path else lua, args.duration, args.connections, args.threads)
+        return run_locust(name, base, path, args.products - 1, args.duration, args.connections)
+
+    results: list[Result] = []
+    targets: list[tuple[str, str, str | None, dict[str, str]]] = [
+        ("hello-world flask", "make_hello_app()", "/hello", {}),
+        ("shelfgraph index", "make_index_app()", None, env),
+    ]
+    neo = neo4j_target(args)
+    if neo is not None:
+        uri, user, password, _ = neo
+        publish_to_neo4j(uri, user, password, args.products, args.relations)
+        targets.append(("live cypher per request", "make_cypher_app()", None, {ENV_NEO4J: f"{uri}|{user}|{password}"}))
+    try:
+        for name, factory, path, extra_env in targets:
+            process, base = start_gunicorn(factory, args.workers, extra_env)
+            try:
+                wait_for(base + (path or "/v1/products/P0000000/complements?k=1"), process)
+                results.append(load(name, base, path))
+            finally:
+                stop(process)
+    finally:
+        lua.unlink(missing_ok=True)
+        if neo is not None and neo[3]:
+            stop_private_neo4j(args)
+
+    print(f"\n{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for r in results:
+        print(f"{r.name:<26}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
+    hello, ours = results[0], results[1]
+    print(f"\nshelfgraph / hello-world throughput: {ours.requests_per_s / hello.requests_per_s:.0%} (goal >= 70%)")
+    if len(results) > 2:
+        cypher = results[2]
+        print(f"shelfgraph / live-cypher throughput: {ours.requests_per_s / cypher.requests_per_s:.1f}x, "
+              f"p50 {cypher.p50_ms / ours.p50_ms:.1f}x lower")
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""`evaluate()`: split a dataset, distil with the training behaviour only, serve the graph through
+GraphIndex (the server's own code path, fallbacks included), score its top-k per kind next to the
+baselines, optionally with each evidence source switched off. Never shows held-out data to the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from distill.settings import DistillSettings
+from evaluation import EvaluationError
+from evaluation.baselines import BASELINE_NAMES, Ranker, build_baselines
+from evaluation.groundtruth import (
+    EVAL_KINDS,
+    SERVED_KIND,
+    EvalData,
+    EvalKind,
+    Query,
+    amazon_eval_data,
+    basket_eval_data,
+    bundlerec_eval_data,
+)
+from evaluation.metrics import (
+    QueryScore,
+    RankingMetrics,
+    ReasonQuality,
+    outside_catalog_share,
+    reason_quality,
+    score_rankings,
+)
+from graph_schema.models import GraphVersion, Product, Relation, catalog_fingerprint
+from graph_schema.tables import edges_frame, nodes_frame
+
+if TYPE_CHECKING:
+    from distill.ground import CatalogRetriever
+    from distill.llm import LLMGateway
+    from distill.store.base import PublishedGraph
+    from serve.index import GraphIndex
+
+DatasetKind = Literal["bundlerec", "amazon2018", "baskets"]
+VariantName = Literal["full", "no_behaviour", "no_text_similarity", "no_llm"]
+RunPipeline = Callable[..., Any]
+"""`distill.pipeline.run_pipeline` or a wrapper with its signature (tests wrap it to watch its input)."""
+
+
+class QueryRecord(BaseModel):
+    """One scored query of the full graph, kept for the report's per-category view (not in the JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: EvalKind
+    product_id: str
+    group: str
+    hit: float
+    recall: float
+    ndcg: float
+    answered: bool
+    served_from: str
+    category: tuple[str, ...]
+
+
+class VariantResult(BaseModel):
+    """The metrics of one distilled graph (the full one, or one with an evidence source off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: dict[EvalKind, RankingMetrics]
+    reason_quality: ReasonQuality
+    relation_counts: dict[str, int]
+    outside_catalog_share: float
+    served_from: dict[str, int] = Field(default_factory=dict)
+    """How the served complement lists were produced over the `any` queries (direct, via_substitutes, ...)."""
+    run_id: str
+    distill_seconds: float
+    settings: dict[str, bool]
+
+
+class EvalMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    path: str
+    seed: int
+    k: int
+    unit: str
+    split: dict[str, int]
+    queries: dict[EvalKind, int]
+    catalog_products: int
+    model: str | None
+    wall_seconds: dict[str, float]
+    notes: list[str] = Field(default_factory=list)
+
+
+class EvalResult(BaseModel):
+    """Everything `shelfgraph eval` reports. `to_json()` has a stable shape; `graph` (the full variant's
+    published graph) is kept for the HTML report but never serialized."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    graph: VariantResult
+    baselines: dict[str, dict[EvalKind, RankingMetrics]]
+    ablations: dict[str, VariantResult] = Field(default_factory=dict)
+    meta: EvalMeta
+    per_query: list[QueryRecord] = Field(default_factory=list, exclude=True)
+    _published: PublishedGraph | None = PrivateAttr(default=None)
+
+    @property
+    def published(self) -> PublishedGraph | None:
+        return self._published
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {kind: _metric_dict(self.graph.metrics[kind]) for kind in EVAL_KINDS}
+        out["reason_quality"] = self.graph.reason_quality.as_dict()
+        out["graph"] = _graph_dict(self.graph)
+        out["baselines"] = {
+            name: {kind: _metric_dict(m) for kind, m in metrics.items()} for name, metrics in self.baselines.items()
+        }
+        out["ablations"] = {
+            name: {**{kind: _metric_dict(v.metrics[kind]) for kind in EVAL_KINDS},
+                   "reason_quality": v.reason_quality.as_dict(), "graph": _graph_dict(v)}
+            for name, v in self.ablations.items()
+        }
+        out["meta"] = self.meta.model_dump(mode="json")
+        return out
+
+    def to_table(self) -> str:
+        from rich.console import Console
+        from rich.table import Table
+
+        k = self.meta.k
+        console = Console(record=True, width=130, force_terminal=False, color_system=None)
+        title = (f"shelfgraph eval: {self.meta.dataset} (seed {self.meta.seed}, {self.meta.unit} split, "
+                 f"queries: " + ", ".join(f"{kind} {n}" for kind, n in self.meta.queries.items()) + ")")
+        table = Table(title=title, show_lines=False)
+        table.add_column("system")
+        for kind in EVAL_KINDS:
+            for name in (f"hit@{k}", f"ndcg@{k}", f"recall@{k}"):
+                table.add_column(f"{kind}\n{name}", justify="right")
+            table.add_column(f"{kind}\nunanswered", justify="right")
+        rows: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served top-k)", self.graph.metrics)]
+        rows += [(f"graph, {name.replace('_', ' ')}", v.metrics) for name, v in self.ablations.items()]
+        rows += [(f"baseline: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
+        for label, metrics in rows:
+            cells = [label]
+            for kind in EVAL_KINDS:
+                m = metrics.get(kind)
+                if m is None or m.queries == 0:
+                    cells += ["-"] * 4
+                else:
+                    cells += [f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}", f"{m.unanswered:.1%}"]
+            table.add_row(*cells)
+        console.print(table)
+        g = self.graph
+        rq = g.reason_quality
+        console.print(
+            f"graph: {g.relation_counts.get('complement', 0)} complement and "
+            f"{g.relation_counts.get('substitute', 0)} substitute relations; outside the catalog: "
+            f"{g.outside_catalog_share:.1%}; served from: {dict(g.served_from)}; reasons sharing a word with the "
+            f"bundle intent: " + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a")
+        )
+        console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()))
+        for note in self.meta.notes:
+            console.print(f"note: {note}")
+        return console.export_text()
+
+
+def _metric_dict(m: RankingMetrics) -> dict[str, float | int | None]:
+    if m.queries == 0:
+        # No ground truth of this kind (e.g. substitutes in basket data): null, never a fake 0.
+        return {key: (0 if key == "queries" else None) for key in m.as_dict()}
+    return m.as_dict()
+
+
+def _graph_dict(v: VariantResult) -> dict[str, Any]:
+    return {"relations": v.relation_counts, "outside_catalog_share": v.outside_catalog_share,
+            "served_from": v.served_from, "run_id": v.run_id, "distill_seconds": round(v.distill_seconds, 3),
+            "settings": v.settings}
+
+
+# ============================================================================================ loading
+
+
+def load_eval_data(dataset: DatasetKind, path: Path, seed: int = 0, *, progress: bool = False) -> EvalData:
+    """Read a dataset and split it (see evaluation.groundtruth for the ground truth of each layout)."""
+    from distill import datasets
+
+    folder = Path(path)
+    if dataset == "bundlerec":
+        return bundlerec_eval_data(datasets.load_bundlerec(folder, progress=progress), seed)
+    if dataset == "amazon2018":
+        return amazon_eval_data(datasets.load_amazon2018(folder, progress=progress), seed)
+    if dataset == "baskets":
+        if (folder / "groceries.csv").is_file() or (folder.is_file() and folder.suffix == ".csv"):
+            return basket_eval_data(datasets.load_groceries(folder, progress=progress), "groceries", seed)
+        if (folder / "order_products__train.csv").is_file():
+            return basket_eval_data(datasets.load_instacart(folder, progress=progress), "instacart", seed)
+        raise EvaluationError(f"{folder}: not a basket dataset (expected groceries.csv or Instacart's "
+                              "products.csv + order_products__train.csv)")
+    raise EvaluationError(f"unknown dataset {dataset!r}; known: bundlerec, amazon2018, baskets")
+
+
+# ============================================================================================ serving
+
+
+def published_graph(products: Sequence[Product], relations: Sequence[Relation], version_id: str) -> PublishedGraph:
+    """An in-memory published version (what a store's `load()` returns), without writing a store."""
+    from distill.store.base import PublishedGraph
+
+    counts = Counter(r.kind for r in relations)
+    manifest = GraphVersion(
+        version_id=version_id, catalog_fingerprint=catalog_fingerprint(list(products)),
+        product_count=len(products),
+        relation_counts={"complement": counts.get("complement", 0), "substitute": counts.get("substitute", 0)},
+    )
+    return PublishedGraph(manifest=manifest, nodes=nodes_frame(products), edges=edges_frame(relations))
+
+
+def _served(index: GraphIndex, kind: Literal["complement", "substitute"], pid: str, k: int) -> Any:
+    from serve.index import UnknownProduct
+
+    try:
+        return index.complements(pid, k) if kind == "complement" else index.substitutes(pid, k)
+    except UnknownProduct:
+        return None
+
+
+def score_index(
+    index: GraphIndex, data: EvalData, k: int
+) -> tuple[dict[EvalKind, RankingMetrics], ReasonQuality, dict[str, int], list[QueryRecord]]:
+    """Score the served top-k of every query, per kind, exactly as the server would answer it."""
+    catalog_size = max(len(data.products), 1)
+    category = {p.id: p.category for p in data.products}
+    cache: dict[tuple[str, str], Any] = {}
+    metrics: dict[EvalKind, RankingMetrics] = {}
+    records: list[QueryRecord] = []
+    pairs: list[tuple[tuple[str, ...], str]] = []
+    sources: Counter[str] = Counter()
+    for kind in EVAL_KINDS:
+        queries = data.queries[kind]
+        served_kind = SERVED_KIND[kind]
+        lists = []
+        for q in queries:
+            key = (served_kind, q.product_id)
+            if key not in cache:
+                cache[key] = _served(index, served_kind, q.product_id, k)
+            lists.append(cache[key])
+        rankings = [[n.product_id for n in lst.items] if lst is not None else [] for lst in lists]
+        metrics[kind], scores = score_rankings([(q.product_id, q.relevant) for q in queries], rankings, k,
+                                               catalog_size)
+        for q, lst, s in zip(queries, lists, scores, strict=True):
+            source = lst.source if lst is not None else "unknown_product"
+            records.append(_record(kind, q, s, source, category.get(q.product_id, ())))
+            if kind == "any":
+                sources[source] += 1
+                if q.intent and lst is not None:
+                    pairs += [(n.reasons, q.intent) for n in lst.items if n.product_id in q.relevant]
+    return metrics, reason_quality(pairs), dict(sources), records
+
+
+def _record(kind: EvalKind, q: Query, s: QueryScore, source: str, category: tuple[str, ...]) -> QueryRecord:
+    return QueryRecord(kind=kind, product_id=q.product_id, group=q.group, hit=s.hit, recall=s.recall, ndcg=s.ndcg,
+                       answered=s.answered, served_from=source, category=category)
+
+
+def score_ranker(ranker: Ranker, data: EvalData, k: int) -> dict[EvalKind, RankingMetrics]:
+    catalog_size = max(len(data.products), 1)
+    out: dict[EvalKind, RankingMetrics] = {}
+    for kind in EVAL_KINDS:
+        queries = data.queries[kind]
+        ids = list(dict.fromkeys(q.product_id for q in queries))
+        ranked = dict(zip(ids, ranker.rank(ids, k), strict=True))
+        out[kind], _ = score_rankings([(q.product_id, q.relevant) for q in queries],
+                                      [ranked[q.product_id] for q in queries], k, catalog_size)
+    return out
+
+
+# ============================================================================================ the evaluation
+
+
+def _variants(settings: DistillSettings, llm_active: bool, ablations: bool) -> dict[VariantName, DistillSettings]:
+    variants: dict[VariantName, DistillSettings] = {"full": settings}
+    if ablations:
+        variants["no_behaviour"] = settings.model_copy(update={"use_behaviour": False})
+        variants["no_text_similarity"] = settings.model_copy(update={"use_text_similarity": False})
+        if llm_active:
+            variants["no_llm"] = settings.model_copy(update={"use_llm": False})
+    return variants
+
+
+@contextmanager
+def _steps(progress: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar over the evaluation steps (each step's own bars show below it)."""
+    if not progress:
+        yield lambda _label: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("evaluate", total=total)
+        first = [True]
+
+        def step(label: str) -> None:
+            if not first[0]:
+                bar.advance(task)
+            first[0] = False
+            bar.update(task, description=f"evaluate: {label}")
+
+        yield step
+
+
+def evaluate(
+    dataset: DatasetKind,
+    path: Path,
+    *,
+    seed: int = 0,
+    settings: DistillSettings,
+    gateway: LLMGateway | None = None,
+    k: int = 10,
+    ablations: bool = False,
+    progress: bool = True,
+    report_path: Path | None = None,
+    run_pipeline: RunPipeline | None = None,
+    retriever: CatalogRetriever | None = None,
+) -> EvalResult:
+    """Distil `dataset` with the training behaviour of a seeded 80/20 split only, serve it through
+    GraphIndex, and score its top-k per kind next to the baselines. `gateway` (e.g. one in batch import
+    mode) is passed through to the pipeline. `run_pipeline` / `retriever` exist for tests (a wrapped
+    pipeline, a retriever without the embedding model); the defaults are the real ones."""
+    if k < 1:
+        raise EvaluationError(f"k must be >= 1, got {k}")
+    if run_pipeline is None:
+        from distill.pipeline import run_pipeline as real_pipeline
+
+        run_pipeline = real_pipeline
+    started = time.perf_counter()
+    walls: dict[str, float] = {}
+    llm_active = settings.use_llm and settings.llm_model is not None
+    variants = _variants(settings, llm_active, ablations)
+    with _steps(progress, 3 + len(variants)) as step:
+        step("load and split")
+        t = time.perf_counter()
+        data = load_eval_data(dataset, path, seed)
+        walls["load_split"] = time.perf_counter() - t
+        n_queries = {kind: len(data.queries[kind]) for kind in EVAL_KINDS}
+        if n_queries["any"] == 0:
+            raise EvaluationError(f"{path}: the test split (seed {seed}) holds no query with an answer")
+
+        results: dict[str, VariantResult] = {}
+        records: list[QueryRecord] = []
+        full_graph: PublishedGraph | None = None
+        for name, variant_settings in variants.items():
+            step(f"distil ({name})")
+            result, graph, seconds = _distil(run_pipeline, data, variant_settings, gateway, name, seed, progress)
+            walls[f"distill_{name}"] = seconds
+            t = time.perf_counter()
+            from serve.index import GraphIndex
+
+            index = GraphIndex.from_published(graph)
+            metrics, quality, sources, variant_records = score_index(index, data, k)
+            walls[f"score_{name}"] = time.perf_counter() - t
+            results[name] = VariantResult(
+                metrics=metrics, reason_quality=quality,
+                relation_counts=dict(Counter(r.kind for r in result.relations)),
+                outside_catalog_share=outside_catalog_share(result.relations, data.catalog_ids),
+                served_from=sources, run_id=result.run_id, distill_seconds=seconds,
+                settings={"use_llm": variant_settings.use_llm and variant_settings.llm_model is not None,
+                          "use_behaviour": variant_settings.use_behaviour,
+                          "use_text_similarity": variant_settings.use_text_similarity},
+            )
+            if name == "full":
+                records, full_graph = variant_records, graph
+
+        step("baselines")
+        t = time.perf_counter()
+        if retriever is None:
+            retriever = _default_retriever(data.products, progress)
+        rankers = build_baselines(data.train_interactions.baskets, data.products, retriever)
+        baselines = {name: score_ranker(rankers[name], data, k) for name in BASELINE_NAMES if name in rankers}
+        walls["baselines"] = time.perf_counter() - t
+        walls["total"] = time.perf_counter() - started
+
+        notes = [f"{data.unit} split 80/20 by sha256(seed:id); the pipeline saw {data.train_interactions.baskets.height}"
+                 f" training rows only"]
+        if dataset == "amazon2018":
+            notes.append("held-out products appear in no training basket (cold start for behaviour)")
+        meta = EvalMeta(
+            dataset=data.dataset, path=str(path), seed=seed, k=k, unit=data.unit, split=data.stats,
+            queries=n_queries, catalog_products=len(data.products),
+            model=settings.llm_model if llm_active else None,
+            wall_seconds={key: round(value, 3) for key, value in walls.items()}, notes=notes,
+        )
+        evaluation = EvalResult(
+            graph=results["full"], baselines=baselines,
+            ablations={name: v for name, v in results.items() if name != "full"}, meta=meta, per_query=records,
+        )
+        evaluation._published = full_graph
+        if report_path is not None:
+            step("report")
+            from evaluation.report import write_html_report
+
+            assert full_graph is not None
+            write_html_report(evaluation, full_graph, Path(report_path))
+    return evaluation
+
+
+def _distil(
+    run_pipeline: RunPipeline, data: EvalData, settings: DistillSettings, gateway: LLMGateway | None,
+    variant: str, seed: int, progress: bool,
+) -> tuple[Any, PublishedGraph, float]:
+    from distill.runs import new_run_id
+
+    run_id = f"eval-{data.dataset}-s{seed}-{variant.replace('_', '-')}-{new_run_id()}"
+    use_gateway = gateway if settings.use_llm else None
+    t = time.perf_counter()
+    result = run_pipeline(list(data.products), data.train_interactions, settings, gateway=use_gateway,
+                          run_id=run_id, progress=progress)
+    seconds = time.perf_counter() - t
+    if not result.complete:
+        raise EvaluationError(
+            f"distillation run {result.run_id} stopped at stage {result.stopped_at!r} with {len(result.pending)} "
+            "model requests pending (batch export): answer them, import the answers into the LLM cache, then "
+            "run eval again (answered requests come from the cache)"
+        )
+    return result, published_graph(result.products, result.relations, result.run_id), seconds
+
+
+def _default_retriever(products: Sequence[Product], progress: bool) -> CatalogRetriever:
+    from distill.embed import default_encoder
+    from distill.ground import CatalogRetriever
+
+    return CatalogRetriever.build(list(products), default_encoder(), progress=progress)
