@@ -3,6 +3,7 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
 
     ShelfgraphError
     ├── CatalogError              the catalog cannot be read or has too many bad rows
+    │   └── TooManyRejected       (distill.catalog) carries the IngestReport with every row error
     ├── ConfigError               a setting is missing or inconsistent
     ├── StoreError                a graph store failed to publish or read
     │   └── VersionNotFound       the requested graph version does not exist

@@ -64,6 +64,7 @@ class QueryRecord(BaseModel):
     answered: bool
     served_from: str
     category: tuple[str, ...]
+    relevant: tuple[str, ...]
 
 
 class VariantResult(BaseModel):
@@ -131,44 +132,50 @@ class EvalResult(BaseModel):
         return out
 
     def to_table(self) -> str:
+        """One table per kind (systems as rows), then the graph's own facts and the wall times."""
         from rich.console import Console
         from rich.table import Table
 
         k = self.meta.k
-        console = Console(record=True, width=130, force_terminal=False, color_system=None)
-        title = (f"shelfgraph eval: {self.meta.dataset} (seed {self.meta.seed}, {self.meta.unit} split, "
-                 f"queries: " + ", ".join(f"{kind} {n}" for kind, n in self.meta.queries.items()) + ")")
-        table = Table(title=title, show_lines=False)
-        table.add_column("system")
-        for kind in EVAL_KINDS:
-            for name in (f"hit@{k}", f"ndcg@{k}", f"recall@{k}"):
-                table.add_column(f"{kind}\n{name}", justify="right")
-            table.add_column(f"{kind}\nunanswered", justify="right")
-        rows: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served top-k)", self.graph.metrics)]
+        console = Console(record=True, width=110, force_terminal=False, color_system=None)
+        console.print(f"shelfgraph eval: {self.meta.dataset} at {self.meta.path} (seed {self.meta.seed}, "
+                      f"{self.meta.unit} split 80/20, top {k})")
+        rows: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served)", self.graph.metrics)]
         rows += [(f"graph, {name.replace('_', ' ')}", v.metrics) for name, v in self.ablations.items()]
         rows += [(f"baseline: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
-        for label, metrics in rows:
-            cells = [label]
-            for kind in EVAL_KINDS:
+        for kind in EVAL_KINDS:
+            table = Table(title=f"{KIND_TITLES[kind]}: {self.meta.queries.get(kind, 0)} queries", title_justify="left")
+            table.add_column("system")
+            for name in (f"hit@{k}", f"ndcg@{k}", f"recall@{k}", "unanswered", "catalog cov."):
+                table.add_column(name, justify="right")
+            for label, metrics in rows:
                 m = metrics.get(kind)
                 if m is None or m.queries == 0:
-                    cells += ["-"] * 4
+                    table.add_row(label, *(["-"] * 5))
                 else:
-                    cells += [f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}", f"{m.unanswered:.1%}"]
-            table.add_row(*cells)
-        console.print(table)
+                    table.add_row(label, f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}", f"{m.unanswered:.1%}",
+                                  f"{m.catalog_coverage:.1%}")
+            console.print(table)
         g = self.graph
         rq = g.reason_quality
         console.print(
             f"graph: {g.relation_counts.get('complement', 0)} complement and "
             f"{g.relation_counts.get('substitute', 0)} substitute relations; outside the catalog: "
-            f"{g.outside_catalog_share:.1%}; served from: {dict(g.served_from)}; reasons sharing a word with the "
-            f"bundle intent: " + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a")
+            f"{g.outside_catalog_share:.1%}; complement lists served from: {dict(g.served_from)}"
         )
+        console.print("reasons sharing a content word with the bundle intent: "
+                      + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a (no intents)"))
         console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()))
         for note in self.meta.notes:
             console.print(f"note: {note}")
         return console.export_text()
+
+
+KIND_TITLES: dict[EvalKind, str] = {
+    "any": "any partner (protocol: served complements vs all held-out partners)",
+    "complement": "complement (served complements vs partners of another leaf category)",
+    "substitute": "substitute (served substitutes vs partners of the same leaf category)",
+}
 
 
 def _metric_dict(m: RankingMetrics) -> dict[str, float | int | None]:
@@ -266,7 +273,8 @@ def score_index(
 
 def _record(kind: EvalKind, q: Query, s: QueryScore, source: str, category: tuple[str, ...]) -> QueryRecord:
     return QueryRecord(kind=kind, product_id=q.product_id, group=q.group, hit=s.hit, recall=s.recall, ndcg=s.ndcg,
-                       answered=s.answered, served_from=source, category=category)
+                       answered=s.answered, served_from=source, category=category,
+                       relevant=tuple(sorted(q.relevant)))
 
 
 def score_ranker(ranker: Ranker, data: EvalData, k: int) -> dict[EvalKind, RankingMetrics]:

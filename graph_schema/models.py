@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from pydantic import (
 
 from graph_schema.kinds import RelationKind
 
+_VERSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 ProductId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
@@ -218,7 +220,7 @@ class GraphVersion(BaseModel):
     @classmethod
     def _safe_version_id(cls, value: str) -> str:
         # version ids become folder names and Neo4j property values: keep them boring.
-        if not value or not all(ch.isalnum() or ch in "-_." for ch in value) or value.startswith("."):
+        if not _VERSION_ID.fullmatch(value):
             raise ValueError(f"version id must be [A-Za-z0-9._-], got {value!r}")
         return value
 

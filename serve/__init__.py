@@ -21,6 +21,7 @@ from serve.settings import ServeSettings
 __all__ = ["create_app", "GraphIndex", "ServeSettings"]
 
 log = logging.getLogger(__name__)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def create_app(
@@ -63,8 +64,10 @@ def create_app(
     def _record(response: Response) -> Response:
         started = g.get("started")
         if started is not None:
+            # labels stay bounded: route templates, not paths; known methods only
             rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
+            method = request.method if request.method in _METHODS else "other"
+            metrics.observe(rule, method, response.status_code, time.perf_counter() - started)
         return response
 
     return app

@@ -154,6 +154,7 @@ class GraphIndex:
         self._cat_by_name = {name: np.array(ids, np.int32) for name, ids in by_name.items()}
         self._cat_masks: dict[str, np.ndarray] = {}
         self._memory: int | None = None
+        self.memory_bytes()  # once, at build time, not in the first /metrics request
 
     # --- construction ----------------------------------------------------------------------------------
     @classmethod

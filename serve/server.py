@@ -38,7 +38,9 @@ def gunicorn_argv(settings: ServeSettings, app_ref: str = "serve.wsgi:app") -> l
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.workers),
         "--access-logfile", "-" if os.environ.get("SHELFGRAPH_ACCESS_LOG") else "/dev/null",
-        "--timeout", "120",
+        # workers build their index before answering: a large graph takes minutes, which a short
+        # timeout would mistake for a hung worker
+        "--timeout", "600",
     ]
     if settings.threads > 1:
         argv += ["--threads", str(settings.threads), "--worker-class", "gthread"]

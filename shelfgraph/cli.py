@@ -235,7 +235,7 @@ def serve(
 
     Example: shelfgraph serve --port 8080   then   curl localhost:8080/v1/products/SKU-10001/complements
     """
-    from serve.runner import serve_forever
+    from serve.server import serve_forever
     from serve.settings import ServeSettings
 
     overrides: dict[str, object] = {"host": host, "port": port, "workers": workers}
@@ -243,6 +243,7 @@ def serve(
         overrides["graph_dir"] = data_dir / "graph"
     if neo4j is not None:
         overrides["neo4j_uri"] = neo4j
+        overrides["graph_source"] = "neo4j"
     _run(lambda: serve_forever(ServeSettings(**overrides)))  # type: ignore[arg-type]
 
 
@@ -403,7 +404,7 @@ def demo(
         f"-d '{{\"cart\": [\"{example}\"], \"k\": 5}}'"
     )
     if serve_after:
-        from serve.runner import serve_forever
+        from serve.server import serve_forever
         from serve.settings import ServeSettings
 
         _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))  # type: ignore[call-arg]

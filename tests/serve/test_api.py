@@ -241,3 +241,13 @@ def test_admin_reload_needs_the_token(client: FlaskClient) -> None:
 def test_admin_reload_is_404_without_a_token(index: GraphIndex) -> None:
     client = create_app(ServeSettings(reload_interval_s=0), index=index).test_client()
     error_of(client.post("/admin/reload", headers={"Authorization": "Bearer anything"}), 404, "not_found")
+
+
+def test_metric_labels_stay_bounded(client: FlaskClient) -> None:
+    for i in range(3):
+        client.get(f"/no/such/path/{i}")
+    client.open("/v1/graph", method="BREW")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "/no/such/path" not in text and "BREW" not in text
+    assert 'endpoint="unmatched",method="GET",status="404"' in text
+    assert 'method="other",status="405"' in text
