@@ -152,13 +152,12 @@ class _TokenBucket:
         self._stamp = now
 
     async def acquire(self, tokens: int) -> None:
-        need = min(float(tokens), self._capacity)
-        while True:
-            self._refill()
-            if self._tokens >= need:
-                self._tokens -= need
-                return
-            await self._sleep((need - self._tokens) / self._rate)
+        # Take the tokens at once, going into debt if needed, then wait until the debt is refilled: callers
+        # queue in arrival order and no wait loop can spin on rounding.
+        self._refill()
+        self._tokens -= min(float(tokens), self._capacity)
+        if self._tokens < 0:
+            await self._sleep(-self._tokens / self._rate)
 
     def settle(self, estimated: int, actual: int) -> None:
         self._tokens -= actual - estimated

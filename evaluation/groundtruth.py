@@ -21,7 +21,7 @@ from evaluation.split import TEST_SHARE, Split, partition, split_ids
 from graph_schema.models import Product
 
 EvalKind = Literal["complement", "substitute", "any"]
-EVAL_KINDS: Final[tuple[EvalKind, ...]] = ("complement", "substitute", "any")
+EVAL_KINDS: Final[tuple[EvalKind, ...]] = ("any", "complement", "substitute")
 """`any` = every held-out partner, scored against the served complements (the protocol's headline);
 `complement` / `substitute` = the per-kind proxies, scored against the served list of that kind."""
 

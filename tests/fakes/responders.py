@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distill.prompts import parse_data_block
-from tests.fakes.openai_server import last_user_content
+from tests.fakes.openai_server import first_user_content
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -156,7 +156,7 @@ def answer(payload: Any) -> dict[str, Any]:
 
 def make_responder(*, compromised: bool = False) -> Responder:
     def respond(body: dict[str, Any]) -> str:
-        payload = parse_data_block(last_user_content(body))
+        payload = parse_data_block(first_user_content(body))
         if compromised:
             injected = _injected_json(payload)
             if injected is not None:
