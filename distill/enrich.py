@@ -44,9 +44,10 @@ class LLMCalls(Generic[A]):
 
 
 def call_llm(
-    gateway: LLMGateway, prompts: Sequence[RenderedPrompt[A]], *, stage: str, progress: bool
+    gateway: LLMGateway, prompts: Sequence[RenderedPrompt[A]], *, stage: str, progress: bool, per_item: bool = True
 ) -> LLMCalls[A]:
-    """Run prompts through the gateway; a failed prompt becomes one rejection per product it was about."""
+    """Run prompts through the gateway; a failed prompt becomes one rejection per product it was about
+    (`per_item`), or one for the whole prompt when the stage records its own items (verify: per pair)."""
     out: LLMCalls[A] = LLMCalls()
     if not prompts:
         return out
@@ -60,7 +61,8 @@ def call_llm(
         else:
             detail = result.rejection.reason if result.rejection is not None else "no answer"
             raw = result.rejection.raw if result.rejection is not None else None
-            for pid in result.prompt.item_ids or ("?",):
+            items = result.prompt.item_ids if per_item else (",".join(result.prompt.item_ids)[:256],)
+            for pid in items or ("?",):
                 out.rejections.append(Rejection(stage=stage, item=pid, reason=f"llm call failed: {detail}"[:200],
                                                 raw=raw))
     after = gateway.usage(stage)

@@ -19,7 +19,7 @@ from distill.enrich import enrich, reason_counts
 from distill.errors import ConfigError, StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
-from distill.runs import RunDir, RunInfo, new_run_id
+from distill.runs import CachedEncoder, RunDir, RunInfo, new_run_id
 from distill.scoring import Source, evidence_of, final_score, prescore, reasons_of
 from distill.settings import DistillSettings
 from distill.verify import shortlist, verify
@@ -103,6 +103,16 @@ def _build_retriever(products: Sequence[Product], encoder: Any, progress: bool) 
 
         encoder = default_encoder()
     return CatalogRetriever.build(list(products), encoder, progress=progress)
+
+
+def _cached(encoder: Any, settings: DistillSettings) -> Any:
+    if encoder is None:
+        from distill.embed import default_encoder
+
+        encoder = default_encoder()
+    if isinstance(encoder, CachedEncoder):
+        return encoder
+    return CachedEncoder(encoder, settings.data_dir / "embeddings")
 
 
 def _embedding_table(retriever: Any) -> EmbeddingTable | None:
@@ -254,7 +264,7 @@ def run_pipeline(
 
     behaviour_on = settings.use_behaviour and interactions is not None and interactions.baskets.height > 0
     need_text = settings.use_text_similarity or llm
-    retriever = _build_retriever(enriched, encoder, progress) if need_text else None
+    retriever = _build_retriever(enriched, _cached(encoder, settings), progress) if need_text else None
     embeddings = (
         _embedding_table(retriever) if retriever is not None and settings.use_text_similarity else None
     )

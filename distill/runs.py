@@ -6,18 +6,21 @@ failed publish never repeats paid model calls. Owns the file layout of a run; kn
     runs/<run_id>/<stage>.jsonl       records (proposals, judgements)
     runs/<run_id>/rejections.jsonl    everything any stage refused, with its reason
     runs/<run_id>/report.json         the RunReport, rewritten after every stage
+    embeddings/<encoder>.npz          text embeddings by text hash, shared by runs (CachedEncoder)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -161,3 +164,52 @@ class RunDir:
         path = self.path / name
         _atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
         return path
+
+
+# ============================================================================================ embedding cache
+
+
+class CachedEncoder:
+    """Wraps a text encoder with a persistent cache under data_dir/embeddings/ keyed by sha256 of the text:
+    a nightly run embeds only new and changed product texts, and eval variants share one embedding pass.
+    One .npz per encoder model; rewritten atomically when new texts were encoded."""
+
+    def __init__(self, encoder: Any, folder: Path) -> None:
+        self.encoder = encoder
+        self.model_name = str(getattr(encoder, "model_name", type(encoder).__name__))
+        self.dim = getattr(encoder, "dim", None)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.model_name)
+        self.path = Path(folder) / f"{safe}.npz"
+        self._vectors: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            with np.load(self.path) as data:
+                self._vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not one str")
+        keys = [self._key(t) for t in texts]
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in self._vectors}.items())
+        if missing:
+            fresh = self.encoder.encode([texts[i] for _, i in missing], batch_size=batch_size, progress=progress)
+            for (key, _), vector in zip(missing, fresh, strict=True):
+                self._vectors[key] = np.asarray(vector, dtype=np.float32)
+            self._save()
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        if not keys:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        return np.stack([self._vectors[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.npz")
+        keys = list(self._vectors)
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([self._vectors[k] for k in keys]))
+        os.replace(tmp, self.path)

@@ -65,7 +65,7 @@ def verify(
         verify_prompt([(products_by_id[c.source], products_by_id[c.target], c.kind) for c in batch])
         for batch in batches
     ]
-    calls = call_llm(gateway, prompts, stage=STAGE, progress=progress)
+    calls = call_llm(gateway, prompts, stage=STAGE, progress=progress, per_item=False)
     answers = {id(prompt): answer for prompt, answer in calls.answered}
     rejections = list(calls.rejections)
     judged: dict[tuple[str, str, str], tuple[float, str]] = {}

@@ -275,7 +275,7 @@ def _score_histograms(graph: PublishedGraph) -> Figure:
     figure = _figure()
     ax = figure.subplots()
     edges = graph.edges
-    bins = np.linspace(0, 1, 21)
+    bins = [i / 20 for i in range(21)]
     for kind, colour in (("complement", _GRAPH_COLOUR), ("substitute", "#d08c2f")):
         scores = edges.filter(edges["kind"] == kind)["score"].to_numpy()
         ax.hist(scores, bins=bins, alpha=0.65, color=colour, label=f"{kind} ({len(scores):,})")
@@ -300,7 +300,7 @@ def _degree_histograms(graph: PublishedGraph) -> Figure:
         degrees = np.concatenate([counts, np.zeros(max(n_products - len(counts), 0), np.int64)])
         per_kind[kind] = degrees
         top = max(top, int(degrees.max()) if len(degrees) else 0)
-    bins = np.arange(top + 2) - 0.5
+    bins = [i - 0.5 for i in range(top + 2)]
     for (kind, degrees), colour in zip(per_kind.items(), (_GRAPH_COLOUR, "#d08c2f")):
         ax.hist(degrees, bins=bins, alpha=0.65, color=colour,
                 label=f"{kind} (no edge: {np.mean(degrees == 0):.0%})")

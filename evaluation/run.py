@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -178,11 +178,11 @@ KIND_TITLES: dict[EvalKind, str] = {
 }
 
 
-def _metric_dict(m: RankingMetrics) -> dict[str, float | int | None]:
+def _metric_dict(m: RankingMetrics) -> Mapping[str, float | int | None]:
     if m.queries == 0:
         # No ground truth of this kind (e.g. substitutes in basket data): null, never a fake 0.
         return {key: (0 if key == "queries" else None) for key in m.as_dict()}
-    return m.as_dict()
+    return dict(m.as_dict())
 
 
 def _graph_dict(v: VariantResult) -> dict[str, Any]:

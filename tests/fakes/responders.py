@@ -59,7 +59,10 @@ def _strings(value: Any) -> list[str]:
 
 
 def _injected_json(payload: Any) -> str | None:
-    """What a gullible model would output: the first JSON object that follows an injection phrase."""
+    """What a gullible model would output: a JSON object that follows an injection phrase, preferring one
+    shaped like this prompt's answer (an attacker writes the format the model is asked for)."""
+    expected = ("products" if "products" in payload else "judgements" if "pairs" in payload else "complements")
+    found: list[dict[str, Any]] = []
     for text in _strings(payload):
         match = INJECTION.search(text)
         if match is None:
@@ -68,10 +71,14 @@ def _injected_json(payload: Any) -> str | None:
         while start != -1:
             try:
                 obj, _ = json.JSONDecoder().raw_decode(text[start:])
-                return json.dumps(obj)
+                found.append(obj)
+                break
             except ValueError:
                 start = text.find("{", start + 1)
-    return None
+    for obj in found:
+        if isinstance(obj, dict) and expected in obj:
+            return json.dumps(obj)
+    return json.dumps(found[0]) if found else None
 
 
 def _leaf(product: dict[str, Any]) -> str:
