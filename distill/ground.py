@@ -109,8 +109,8 @@ class CatalogRetriever:
         semantic_weight: float = DEFAULT_SEMANTIC_WEIGHT,
         batch_size: int = 64,
     ) -> CatalogRetriever:
-        import bm25s
-        from bm25s.tokenization import Tokenizer
+        import bm25s  # type: ignore[import-untyped]
+        from bm25s.tokenization import Tokenizer  # type: ignore[import-untyped]
 
         if not products:
             raise CatalogError("cannot build a retriever over an empty catalog")
@@ -202,7 +202,7 @@ class CatalogRetriever:
         return results
 
     @overload
-    def similarity(self, a: str, b: str) -> float: ...
+    def similarity(self, a: str, b: str) -> float: ...  # type: ignore[overload-overlap]
     @overload
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> F32: ...
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | F32:
@@ -219,7 +219,8 @@ class CatalogRetriever:
         if self._embeddings is not None:
             if not rows_a:
                 return np.zeros(0, dtype=np.float32)
-            return np.einsum("ij,ij->i", self._embeddings[rows_a], self._embeddings[rows_b]).astype(np.float32)
+            cosines: F32 = np.einsum("ij,ij->i", self._embeddings[rows_a], self._embeddings[rows_b]).astype(np.float32)
+            return cosines
         terms = self._terms()
         out = np.zeros(len(rows_a), dtype=np.float32)
         for i, (ra, rb) in enumerate(zip(rows_a, rows_b, strict=True)):

@@ -19,11 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from distill.answers import extract_json, parse_answer
 from distill.cache import CacheEntry, ResponseCache, cache_key
 from distill.errors import BudgetExceeded, ConfigError, LLMError, TerminalLLMError
 from distill.prompts import RenderedPrompt, T
+from distill.ratelimit import IntervalLimiter, TokenBucket
 from distill.settings import DistillSettings
 from graph_schema.models import LLMUsage, Rejection
 
@@ -37,7 +39,6 @@ REPAIR_INSTRUCTION = (
     "Reply again with only the corrected JSON, matching the requested structure exactly."
 )
 _FORMAT_LEVELS: tuple[FormatLevel, ...] = ("json_schema", "json_object", "none")
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
 
@@ -116,91 +117,6 @@ class _Counters:
 
     def usage(self) -> LLMUsage:
         return LLMUsage(**self.__dict__)
-
-
-class _IntervalLimiter:
-    """Requests per minute, spaced evenly (no bursts that a provider's per-second window would reject)."""
-
-    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
-        self._interval = 60.0 / per_minute
-        self._next = 0.0
-        self._sleep = sleep
-        self._clock = clock
-
-    async def acquire(self) -> None:
-        now = self._clock()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await self._sleep(slot - now)
-
-
-class _TokenBucket:
-    """Tokens per minute: reserve an estimate before a request, settle the difference after."""
-
-    def __init__(self, per_minute: int, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
-        self._sleep = sleep
-        self._clock = clock
-        self._capacity = float(per_minute)
-        self._tokens = float(per_minute)
-        self._rate = per_minute / 60.0
-        self._stamp = clock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-
-    async def acquire(self, tokens: int) -> None:
-        # Take the tokens at once, going into debt if needed, then wait until the debt is refilled: callers
-        # queue in arrival order and no wait loop can spin on rounding.
-        self._refill()
-        self._tokens -= min(float(tokens), self._capacity)
-        if self._tokens < 0:
-            await self._sleep(-self._tokens / self._rate)
-
-    def settle(self, estimated: int, actual: int) -> None:
-        self._tokens -= actual - estimated
-
-
-def extract_json(text: str) -> Any:
-    """The first JSON value in a model answer: the whole text, a ```json fence, or after leading prose."""
-    stripped = text.strip()
-    try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
-    fenced = _FENCE.search(stripped)
-    if fenced:
-        try:
-            return json.loads(fenced.group(1).strip())
-        except ValueError:
-            pass
-    decoder = json.JSONDecoder()
-    starts = [i for i, ch in enumerate(stripped) if ch in "{["][:64]
-    for start in starts:
-        try:
-            return decoder.raw_decode(stripped, start)[0]
-        except ValueError:
-            continue
-    raise ValueError("the answer contains no complete JSON object or array")
-
-
-def parse_answer(text: str | None, model: type[T]) -> tuple[T | None, str | None]:
-    """(value, None) when `text` holds JSON that validates against `model`, else (None, why not)."""
-    if not text or not text.strip():
-        return None, "the answer was empty"
-    try:
-        data = extract_json(text)
-    except ValueError as exc:
-        return None, str(exc)
-    try:
-        return model.model_validate(data), None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:20]
-        )
-        return None, f"it does not match the schema ({problems})"
 
 
 def _estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
@@ -301,8 +217,8 @@ class LLMGateway:
         self._reserved_tokens = 0
         self._output_seen = (0, 0)  # (tokens, answers): running mean for output estimates
         self._budget_hit = False
-        self._rpm = _IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
-        self._tpm = _TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
+        self._rpm = IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
+        self._tpm = TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
 
     # --- accounting -----------------------------------------------------------------------------------
     def _stage(self, stage: str) -> _Counters:

@@ -254,7 +254,7 @@ _KILLED_PUBLISHER = textwrap.dedent(
     from distill.store.neo4j import Neo4jStore
     from tests.integration.test_neo4j_store import make_graph
     driver = neo4j.GraphDatabase.driver(os.environ["T_URI"], auth=(os.environ["T_USER"], os.environ["T_PASSWORD"]))
-    products, relations, manifest = make_graph("v2", n_products=3000, fanout=4)
+    products, relations, manifest = make_graph("v2", n_products=2000, fanout=3)
     Neo4jStore(driver, batch_size=50).publish(products, relations, manifest)
     """
 )
@@ -284,11 +284,11 @@ def test_killed_publisher_process_leaves_old_version_current(clean_neo4j: neo4j.
     assert store.current_version() == "v1"
     assert_same_graph(store, None, p1, r1)
 
-    p2, r2, m2 = make_graph("v2", n_products=3000, fanout=4)
+    p2, r2, m2 = make_graph("v2", n_products=2000, fanout=3)
     store.publish(p2, r2, m2)
     assert store.current_version() == "v2"
-    assert node_count(clean_neo4j, "v2") == 3000
-    assert rel_count(clean_neo4j, "v2") == 12000
+    assert node_count(clean_neo4j, "v2") == 2000
+    assert rel_count(clean_neo4j, "v2") == 6000
 
 
 def test_republishing_same_version_writes_no_duplicates(clean_neo4j: neo4j.Driver) -> None:
