@@ -299,7 +299,7 @@ def main() -> None:
     def load(name: str, base: str, path: str | None) -> Result:
         warm = (base + path) if path else f"{base}/v1/products/P0000000/complements?k=10"
         for _ in range(50):
-            urllib.request.urlopen(warm, timeout=30).read()
+            urllib.request.urlopen(warm, timeout=300).read()
         if use_wrk:
             return run_wrk(name, base, path, None if path else lua, args.duration, args.connections, args.threads)
         return run_locust(name, base, path, args.products - 1, args.duration, args.connections)
@@ -316,10 +316,12 @@ def main() -> None:
         targets.append(("live cypher per request", "make_cypher_app()", None, {ENV_NEO4J: f"{uri}|{user}|{password}"}))
     try:
         for name, factory, path, extra_env in targets:
+            print(f"{name}: starting gunicorn and loading", flush=True)
             process, base = start_gunicorn(factory, args.workers, extra_env)
             try:
                 wait_for(base + (path or "/v1/products/P0000000/complements?k=1"), process)
                 results.append(load(name, base, path))
+                print(f"{name}: {results[-1]}", flush=True)
             finally:
                 stop(process)
     finally:

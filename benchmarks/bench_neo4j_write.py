@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rate / baseline:.2f}x", f"{load_s:.2f}", f"{rows / load_s:,.0f}",
             )
         console.print(table)
+        load1, _, _ = os.getloadavg()
+        console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} at the end (client and server share it)")
 
         if args.lookups and store is not None:
             sources = [r.source for r in relations if r.kind == "complement"][: args.lookups]

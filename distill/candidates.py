@@ -47,6 +47,8 @@ class Candidate(BaseModel):
     category_count: int | None = None
     category_npmi: float | None = None
     category_lift: float | None = None
+    category_score: float | None = None
+    """P(target | source's category) relative to the source's best category candidate, in (0, 1]."""
     text_similarity: float | None = None
     retrieval_score: float | None = None
     query: str | None = None
@@ -77,6 +79,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "category_count": pl.Int64,
     "category_npmi": pl.Float64,
     "category_lift": pl.Float64,
+    "category_score": pl.Float64,
     "text_similarity": pl.Float64,
     "retrieval_score": pl.Float64,
     "query": pl.String,
@@ -86,23 +89,30 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
+def _new(**fields: object) -> Candidate:
+    """Build a candidate from values this module computed itself (ids from the catalog, floats from numpy):
+    skips validation, which at 100k+ candidates per run costs more than the computation."""
+    return Candidate.model_construct(**fields)
+
+
 def candidates_frame(candidates: Iterable[Candidate]) -> pl.DataFrame:
-    rows = [c.model_dump() for c in candidates]
+    rows = [dict(c.__dict__) for c in candidates]
     for row in rows:
         row["origins"] = list(row["origins"])
     return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA)
 
 
 def candidates_from_frame(frame: pl.DataFrame) -> list[Candidate]:
+    """Read back a stage output this pipeline wrote (its own run folder; the schema is enforced by polars)."""
     out: list[Candidate] = []
     for row in frame.iter_rows(named=True):
         row["origins"] = tuple(row["origins"] or ())
-        out.append(Candidate.model_validate(row))
+        out.append(Candidate.model_construct(**row))
     return out
 
 
 _MAX_FIELDS = ("copurchase_count", "lift", "pmi", "npmi", "neighbour", "neighbour_count", "category_count",
-               "category_npmi", "category_lift", "text_similarity", "retrieval_score", "llm_score")
+               "category_npmi", "category_lift", "category_score", "text_similarity", "retrieval_score", "llm_score")
 
 
 def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -112,7 +122,7 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
     for cand in candidates:
         current = merged.get(cand.key)
         if current is None:
-            merged[cand.key] = cand.model_dump()
+            merged[cand.key] = dict(cand.__dict__)
             continue
         current["origins"] = tuple(dict.fromkeys((*current["origins"], *cand.origins)))  # type: ignore[misc]
         for name in _MAX_FIELDS:
@@ -124,7 +134,7 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
             if current[name] is None and getattr(cand, name) is not None:
                 current[name] = getattr(cand, name)
         current["near_duplicate"] = bool(current["near_duplicate"]) or cand.near_duplicate
-    return [Candidate.model_validate(row) for row in merged.values()]
+    return [Candidate.model_construct(**row) for row in merged.values()]
 
 
 # ============================================================================================ behaviour view
@@ -205,7 +215,7 @@ def copurchase_candidates(
     for product in sources:
         kept = [s for s in behaviour.partners.get(product.id, ()) if s.count >= min_support][:per_product]
         for stat in kept:
-            out.append(Candidate(
+            out.append(_new(
                 source=product.id, target=stat.other, kind="complement", origins=("copurchase",),
                 same_leaf=leaf.get(product.id) is not None and leaf.get(product.id) == leaf.get(stat.other),
                 copurchase_count=stat.count, lift=stat.lift, pmi=stat.pmi, npmi=stat.npmi,
@@ -252,7 +262,7 @@ def neighbour_candidates(
                     counts[stat.other] += 1
             best = sorted(scores, key=lambda t: (-scores[t], t))[:per_product]
             for target in best:
-                out.append(Candidate(
+                out.append(_new(
                     source=product.id, target=target, kind="complement", origins=("neighbour",),
                     same_leaf=leaf.get(product.id) is not None and leaf.get(product.id) == leaf.get(target),
                     neighbour=1.0 - math.exp(-scores[target]), neighbour_count=counts[target],
@@ -265,8 +275,11 @@ def category_candidates(
     members: Mapping[str, Sequence[str]], min_support: int, categories: int, per_category: int,
     leaf: Mapping[str, str | None],
 ) -> list[Candidate]:
-    """Products of the leaf categories most often bought with the source's leaf category, picked within each
-    category by text similarity to the source (compatibility: brand, model, size) and popularity."""
+    """Products of the leaf categories bought with the source's leaf category. Estimates the chance that an
+    item bought with the source is c: P(c | A) = P(B | A) * P(c | B), with P(B | A) from leaf-category
+    co-purchase (pairs above chance, lift > 1, with `min_support` baskets) and P(c | B) the Laplace-smoothed
+    popularity of c within B; text similarity to the source (compatibility: brand, model, size) multiplies
+    in as (1 + cos). `category_score` is that estimate divided by the source's best, so in (0, 1]."""
     rows = embeddings.rows() if embeddings is not None else {}
     out: list[Candidate] = []
     by_leaf: dict[str, list[Product]] = defaultdict(list)
@@ -274,31 +287,41 @@ def category_candidates(
         if product.leaf_category:
             by_leaf[product.leaf_category].append(product)
     for source_leaf, group in by_leaf.items():
-        stats = [s for s in behaviour.categories.get(source_leaf, ()) if s.count >= min_support and s.npmi > 0]
-        stats = sorted(stats, key=lambda s: (-s.npmi * (1 - math.exp(-s.count / 5.0)), s.other))[:categories]
-        group_rows = [rows[p.id] for p in group if p.id in rows]
+        all_stats = behaviour.categories.get(source_leaf, ())
+        total = sum(s.count for s in all_stats) or 1
+        stats = [s for s in all_stats if s.count >= min_support and s.lift > 1.0 and members.get(s.other)]
+        stats = sorted(stats, key=lambda s: (-s.count, s.other))[:categories]
+        group_rows = [rows.get(p.id) for p in group]
+        found: dict[str, list[tuple[float, str, CategoryStat, float | None]]] = defaultdict(list)
         for stat in stats:
-            pool = [pid for pid in members.get(stat.other, ())]
-            if not pool:
-                continue
-            pop = np.array([math.log1p(behaviour.popularity.get(pid, 0)) for pid in pool], dtype=np.float32)
-            pop = pop / pop.max() if pop.max() > 0 else pop
-            if embeddings is not None and len(group_rows) == len(group) and all(pid in rows for pid in pool):
-                sims = embeddings.vectors[group_rows] @ embeddings.vectors[[rows[pid] for pid in pool]].T
-            else:
-                sims = np.zeros((len(group), len(pool)), dtype=np.float32)
-            rank = 0.7 * sims + 0.3 * pop[None, :]
+            pool = list(members[stat.other])
+            pops = np.array([behaviour.popularity.get(pid, 0) for pid in pool], dtype=np.float64)
+            share = (pops + 1.0) / (pops.sum() + len(pool))
+            p_category = stat.count / total
+            pool_rows = [rows.get(pid) for pid in pool]
+            sims = np.zeros((len(group), len(pool)), dtype=np.float32)
+            if embeddings is not None and all(r is not None for r in pool_rows):
+                known = [i for i, r in enumerate(group_rows) if r is not None]
+                if known:
+                    block = embeddings.vectors[[group_rows[i] for i in known]] @ embeddings.vectors[pool_rows].T
+                    sims[known] = block
+            estimate = p_category * share[None, :] * (1.0 + np.clip(sims, 0.0, 1.0))
             for i, product in enumerate(group):
-                for j in _top_k(rank[i], per_category + 1)[: per_category + 1]:
-                    target = pool[j]
-                    if target == product.id:
+                for j in _top_k(estimate[i].astype(np.float32), per_category + 1):
+                    if pool[j] == product.id:
                         continue
-                    out.append(Candidate(
-                        source=product.id, target=target, kind="complement", origins=("category",),
-                        same_leaf=stat.other == source_leaf, category_a=source_leaf, category_b=stat.other,
-                        category_count=stat.count, category_npmi=stat.npmi, category_lift=stat.lift,
-                        text_similarity=float(sims[i, j]) if embeddings is not None else None,
-                    ))
+                    sim = float(sims[i, j]) if embeddings is not None else None
+                    found[product.id].append((float(estimate[i, j]), pool[j], stat, sim))
+        for product in group:
+            options = found.get(product.id, [])
+            best = max((e for e, _, _, _ in options), default=0.0) or 1.0
+            for estimate, target, stat, sim in options:
+                out.append(_new(
+                    source=product.id, target=target, kind="complement", origins=("category",),
+                    same_leaf=stat.other == source_leaf, category_a=source_leaf, category_b=stat.other,
+                    category_count=stat.count, category_npmi=stat.npmi, category_lift=stat.lift,
+                    category_score=estimate / best, text_similarity=sim,
+                ))
     return out
 
 
@@ -323,7 +346,7 @@ def similarity_candidates(
                 target, sim = pool[j], float(sims[i, j])
                 if target == product.id or sim < min_similarity:
                     continue
-                out.append(Candidate(
+                out.append(_new(
                     source=product.id, target=target, kind="substitute", origins=("similarity",),
                     same_leaf=True, text_similarity=sim,
                 ))
@@ -343,12 +366,16 @@ def fill_similarity(candidates: Sequence[Candidate], embeddings: EmbeddingTable 
     if embeddings is None:
         return list(candidates)
     rows = embeddings.rows()
-    out: list[Candidate] = []
-    for cand in candidates:
-        if cand.text_similarity is None and cand.source in rows and cand.target in rows:
-            sim = float(embeddings.vectors[rows[cand.source]] @ embeddings.vectors[rows[cand.target]])
-            cand = cand.model_copy(update={"text_similarity": max(min(sim, 1.0), -1.0)})
-        out.append(cand)
+    todo = [i for i, c in enumerate(candidates)
+            if c.text_similarity is None and c.source in rows and c.target in rows]
+    out = list(candidates)
+    if not todo:
+        return out
+    a = embeddings.vectors[[rows[candidates[i].source] for i in todo]]
+    b = embeddings.vectors[[rows[candidates[i].target] for i in todo]]
+    sims = np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
+    for i, sim in zip(todo, sims.tolist(), strict=True):
+        out[i] = out[i].model_copy(update={"text_similarity": float(sim)})
     return out
 
 

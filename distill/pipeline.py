@@ -386,9 +386,11 @@ def run_pipeline(
         scored = run.read_relations("score")
     else:
         started = time.perf_counter()
-        scored = [_to_relation(c, available, run_id, model, by_id) for c in judged]
+        kept, cut = _best_per_source(judged, available, settings)
+        scored = [_to_relation(c, available, run_id, model, by_id, score) for score, c in kept]
         run.write_relations("score", scored)
-        state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored),
+        state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored), rejected=cut,
+                               rejection_reasons={"beyond twice the degree cap": cut} if cut else {},
                                wall_seconds=time.perf_counter() - started))
 
     # --- 8. prune ---------------------------------------------------------------------------------------------
@@ -427,8 +429,25 @@ def _carry_enrichment(product: Product, previous: Product | None) -> Product:
     return product.model_copy(update={"enriched": previous.enriched, "keyphrases": previous.keyphrases})
 
 
+def _best_per_source(
+    candidates: Sequence[Candidate], available: frozenset[Source], settings: DistillSettings
+) -> tuple[list[tuple[float, Candidate]], int]:
+    """Each source's best 2x-cap candidates per kind. The rest could never survive pruning (the cap keeps
+    fewer), so they are counted in the stage report instead of each becoming a Relation and a Rejection."""
+    caps = {"complement": 2 * settings.max_complements, "substitute": 2 * settings.max_substitutes}
+    grouped: dict[tuple[str, str], list[tuple[float, Candidate]]] = {}
+    for candidate in candidates:
+        grouped.setdefault((candidate.source, candidate.kind), []).append((final_score(candidate, available), candidate))
+    kept: list[tuple[float, Candidate]] = []
+    for (_, kind), scored in grouped.items():
+        scored.sort(key=lambda pair: (-pair[0], pair[1].target))
+        kept.extend(scored[: caps[kind]])
+    return kept, len(candidates) - len(kept)
+
+
 def _to_relation(
-    candidate: Candidate, available: frozenset[Source], run_id: str, model: str | None, by_id: dict[str, Product]
+    candidate: Candidate, available: frozenset[Source], run_id: str, model: str | None, by_id: dict[str, Product],
+    score: float,
 ) -> Relation:
     evidence = evidence_of(candidate, available)
     judged = candidate.llm_score is not None
@@ -438,7 +457,7 @@ def _to_relation(
         source=candidate.source,
         target=candidate.target,
         kind=candidate.kind,
-        score=round(final_score(candidate, available), 6),
+        score=round(score, 6),
         reasons=reasons_of(candidate, evidence, source_leaf=by_id[candidate.source].leaf_category),
         evidence=evidence,
         provenance=Provenance(run_id=run_id, model=model if (judged or proposed) else None,

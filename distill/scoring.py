@@ -42,7 +42,6 @@ SAME_LEAF_COMPLEMENT_FACTOR: Final[float] = 0.6
 UNVERIFIED_DISCOUNT: Final[float] = 0.8
 COPURCHASE_SATURATION: Final[float] = 3.0
 """Orders at which co-purchase support reaches 1 - 1/e of its weight: 3 orders is a pattern, 1 is chance."""
-CATEGORY_SATURATION: Final[float] = 5.0
 
 
 def saturate(value: float, scale: float) -> float:
@@ -62,12 +61,6 @@ def copurchase_signal(count: int | None, lift: float | None) -> float:
     if not count:
         return 0.0
     return saturate(count, COPURCHASE_SATURATION) * beyond_chance(lift)
-
-
-def category_signal(count: int | None, lift: float | None) -> float:
-    if not count:
-        return 0.0
-    return saturate(count, CATEGORY_SATURATION) * beyond_chance(lift)
 
 
 def noisy_or(values: Iterable[float | None]) -> float:
@@ -170,7 +163,7 @@ def signals_of(candidate: Candidate) -> dict[Source, float | None]:
         "llm": candidate.llm_score,
         "copurchase": copurchase_signal(candidate.copurchase_count, candidate.lift),
         "neighbour": candidate.neighbour,
-        "category": category_signal(candidate.category_count, candidate.category_lift),
+        "category": candidate.category_score,
         "similarity": candidate.text_similarity,
         "retrieval": candidate.retrieval_score,
         "same_leaf": 1.0 if candidate.same_leaf else 0.0,

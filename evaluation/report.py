@@ -223,7 +223,9 @@ def _examples_html(result: EvalResult, graph: PublishedGraph) -> str:
             items.append(f"<li>{title} <span class='muted'>score {n.score:.2f}{via}</span><br>"
                          f"<span class='reason'>{reasons}</span></li>")
         partners = ", ".join(escape(index.product(p).title[:80]) if p in index else escape(p)
-                             for p in record.relevant[:4])
+                             for p in record.relevant[:8])
+        if len(record.relevant) > 8:
+            partners += f" (+{len(record.relevant) - 8} more)"
         out.append(
             f"<div class='example'><b>{escape(product.title)}</b> <span class='muted'>"
             f"{escape(' > '.join(product.category))} &middot; complements served {escape(served.source)}</span>"

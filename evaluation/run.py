@@ -5,6 +5,7 @@ baselines, optionally with each evidence source switched off. Never shows held-o
 
 from __future__ import annotations
 
+import io
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -137,7 +138,8 @@ class EvalResult(BaseModel):
         from rich.table import Table
 
         k = self.meta.k
-        console = Console(record=True, width=110, force_terminal=False, color_system=None)
+        # Recorded into a buffer, not printed: the caller decides where the text goes.
+        console = Console(file=io.StringIO(), record=True, width=110, force_terminal=False, color_system=None)
         console.print(f"shelfgraph eval: {self.meta.dataset} at {self.meta.path} (seed {self.meta.seed}, "
                       f"{self.meta.unit} split 80/20, top {k})")
         rows: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served)", self.graph.metrics)]

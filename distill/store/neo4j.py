@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _KIND_OF_TYPE: dict[str, RelationKind] = {rel_type: kind for kind, rel_type in cypher.REL_TYPES.items()}
 _LOAD_ATTEMPTS = 3
+"""A load retries when cleanup removed the version it was reading (only possible with a small `keep`)."""
 _READ_PAGE = 10_000
 """Products per read page (their relations come with them)."""
-"""A load retries when cleanup removed the version it was reading (only possible with a small `keep`)."""
 
 
 def _q(text: str) -> LiteralString:

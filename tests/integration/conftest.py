@@ -41,7 +41,9 @@ def neo4j_driver() -> Iterator[neo4j.Driver]:
     password = os.environ.get("NEO4J_PASSWORD", "shelfgraph")
     started_here = False
     if not uri:
-        missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+        # Maven is only needed until tools/neo4j/lib holds the jars.
+        needed = ("java",) if (REPO_ROOT / "tools" / "neo4j" / "lib" / ".stamp").exists() else ("java", "mvn")
+        missing = [tool for tool in needed if shutil.which(tool) is None]
         if missing:
             _unavailable(f"local Neo4j needs {' and '.join(missing)} (or set NEO4J_URI to a running server)")
         if _local("status").returncode != 0:

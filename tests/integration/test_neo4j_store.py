@@ -16,7 +16,10 @@ from typing import Any
 import neo4j
 import pytest
 
+from pydantic import SecretStr
+
 from distill.errors import StoreError, VersionNotFound
+from distill.settings import DistillSettings
 from distill.store.base import GraphStore
 from distill.store.neo4j import Neo4jStore, complements_query
 from graph_schema.models import Evidence, GraphVersion, Product, Provenance, Relation, catalog_fingerprint
@@ -384,6 +387,22 @@ def test_complements_query_returns_top_k_of_current_version(clean_neo4j: neo4j.D
     expected = sorted((r for r in r1 if r.source == "p00003" and r.kind == "complement"), key=lambda r: -r.score)
     assert got == expected[:2]
     assert complements_query(clean_neo4j, "no-such-id", k=5) == []
+
+
+def test_from_settings_builds_its_own_driver(clean_neo4j: neo4j.Driver) -> None:
+    address = clean_neo4j.get_server_info().address
+    settings = DistillSettings(
+        neo4j_uri=f"bolt://{address.host}:{address.port}",
+        neo4j_user=os.environ.get("NEO4J_USER", "neo4j"),
+        neo4j_password=SecretStr(os.environ.get("NEO4J_PASSWORD", "shelfgraph")),
+        neo4j_batch_size=7,
+        keep_versions=1,
+    )
+    products, relations, manifest = make_graph("v1")
+    with Neo4jStore.from_settings(settings) as store:
+        store.publish(products, relations, manifest)
+        assert store.current_version() == "v1"
+    assert_same_graph(Neo4jStore(clean_neo4j), "v1", products, relations)
 
 
 def test_unreachable_server_raises_store_error() -> None:
