@@ -69,7 +69,7 @@ def make_cypher_app() -> Any:
     from graph_schema.cypher import COMPLEMENTS_TOP_K, CURRENT_NAME, KEY_SEPARATOR
 
     uri, user, password = os.environ[ENV_NEO4J].split("|", 2)
-    driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+    driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), notifications_min_severity="OFF")
     app = Flask("cypher")
 
     @app.get("/v1/products/<path:product_id>/complements")
@@ -100,12 +100,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+LOG_DIR = Path(tempfile.gettempdir()) / "shelfgraph-bench-http"
+
+
 def start_gunicorn(factory: str, workers: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
             "--access-logfile", "/dev/null", "--timeout", "600", f"benchmarks.bench_http:{factory}"]
+    # a file, not a pipe: a pipe nobody reads fills up and blocks the workers' logging
+    LOG_DIR.mkdir(exist_ok=True)
+    log = (LOG_DIR / f"{factory.split('(')[0]}.log").open("wb")
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=log, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -113,7 +119,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}")
+            raise RuntimeError(f"server exited; its log is in {LOG_DIR}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:

@@ -9,6 +9,7 @@ import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -89,7 +90,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
-def _new(**fields: object) -> Candidate:
+def _new(**fields: Any) -> Candidate:
     """Build a candidate from values this module computed itself (ids from the catalog, floats from numpy):
     skips validation, which at 100k+ candidates per run costs more than the computation."""
     return Candidate.model_construct(**fields)
@@ -118,17 +119,17 @@ _MAX_FIELDS = ("copurchase_count", "lift", "pmi", "npmi", "neighbour", "neighbou
 def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
     """One candidate per (source, target, kind): origins united, each observation its strongest value, the
     first proposal phrase kept. Order: first appearance."""
-    merged: dict[tuple[str, str, str], dict[str, object]] = {}
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
     for cand in candidates:
         current = merged.get(cand.key)
         if current is None:
             merged[cand.key] = dict(cand.__dict__)
             continue
-        current["origins"] = tuple(dict.fromkeys((*current["origins"], *cand.origins)))  # type: ignore[misc]
+        current["origins"] = tuple(dict.fromkeys((*current["origins"], *cand.origins)))
         for name in _MAX_FIELDS:
             new = getattr(cand, name)
             old = current[name]
-            if new is not None and (old is None or new > old):  # type: ignore[operator]
+            if new is not None and (old is None or new > old):
                 current[name] = new
         for name in ("query", "query_reason", "llm_reason", "category_a", "category_b"):
             if current[name] is None and getattr(cand, name) is not None:
@@ -291,20 +292,20 @@ def category_candidates(
         total = sum(s.count for s in all_stats) or 1
         stats = [s for s in all_stats if s.count >= min_support and s.lift > 1.0 and members.get(s.other)]
         stats = sorted(stats, key=lambda s: (-s.count, s.other))[:categories]
-        group_rows = [rows.get(p.id) for p in group]
+        group_rows: list[int | None] = [rows.get(p.id) for p in group]
         found: dict[str, list[tuple[float, str, CategoryStat, float | None]]] = defaultdict(list)
         for stat in stats:
             pool = list(members[stat.other])
             pops = np.array([behaviour.popularity.get(pid, 0) for pid in pool], dtype=np.float64)
             share = (pops + 1.0) / (pops.sum() + len(pool))
             p_category = stat.count / total
-            pool_rows = [rows.get(pid) for pid in pool]
+            pool_rows = [rows[pid] for pid in pool if pid in rows]
             sims = np.zeros((len(group), len(pool)), dtype=np.float32)
-            if embeddings is not None and all(r is not None for r in pool_rows):
+            if embeddings is not None and len(pool_rows) == len(pool):
                 known = [i for i, r in enumerate(group_rows) if r is not None]
                 if known:
-                    block = embeddings.vectors[[group_rows[i] for i in known]] @ embeddings.vectors[pool_rows].T
-                    sims[known] = block
+                    query_rows = [r for r in group_rows if r is not None]
+                    sims[known] = embeddings.vectors[query_rows] @ embeddings.vectors[pool_rows].T
             estimate = p_category * share[None, :] * (1.0 + np.clip(sims, 0.0, 1.0))
             for i, product in enumerate(group):
                 for j in _top_k(estimate[i].astype(np.float32), per_category + 1):

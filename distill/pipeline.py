@@ -225,7 +225,7 @@ def run_pipeline(
     unknown_rerun = set(rerun) - set(STAGES)
     if unknown_rerun:
         raise StageError(f"unknown stages {sorted(unknown_rerun)}; stages are {list(STAGES)}")
-    first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type]
+    first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type,unused-ignore]
     run.discard(STAGES[first_rerun:])
     state = _Run(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
     targets = [p for p in products if only is None or p.id in only]
@@ -386,8 +386,8 @@ def run_pipeline(
         scored = run.read_relations("score")
     else:
         started = time.perf_counter()
-        kept, cut = _best_per_source(judged, available, settings)
-        scored = [_to_relation(c, available, run_id, model, by_id, score) for score, c in kept]
+        best, cut = _best_per_source(judged, available, settings)
+        scored = [_to_relation(c, available, run_id, model, by_id, score) for score, c in best]
         run.write_relations("score", scored)
         state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored), rejected=cut,
                                rejection_reasons={"beyond twice the degree cap": cut} if cut else {},
@@ -505,7 +505,7 @@ def publish(result: DistillResult, store: GraphStore, *, parent: str | None = No
         version_id=f"v{new_run_id()}",  # one run may be published twice (another store, a rollback)
         catalog_fingerprint=result.catalog_fingerprint or catalog_fingerprint(result.products),
         product_count=len(result.products),
-        relation_counts=counts,  # type: ignore[arg-type]
+        relation_counts=counts,  # type: ignore[arg-type,unused-ignore]
         models=result.models,
         prompt_versions=result.prompt_versions,
         llm=result.report.llm,
@@ -539,41 +539,21 @@ def load_result(run_dir: Path) -> DistillResult:
 # ============================================================================================ batch API files
 
 
-def batch_run_id(products: Sequence[Product]) -> str:
-    """One run folder per catalog for the export/import cycle, so each cycle resumes where the last stopped."""
-    return f"batch-{catalog_fingerprint(list(products))[:16]}"
-
-
 def export_batch(
     products: Sequence[Product], interactions: Interactions | None, settings: DistillSettings, path: Path, *,
     encoder: TextEncoder | None = None,
 ) -> int:
-    """Run the pipeline until the first LLM stage with uncached requests and write those as an OpenAI batch
-    JSONL. Returns the number written; 0 means every request is answered and the run completed."""
-    gateway = make_gateway(settings, mode="export")
-    if gateway is None:
-        raise ConfigError("batch export needs a model: set SHELFGRAPH_LLM_MODEL")
-    result = run_pipeline(products, interactions, settings, gateway=gateway, run_id=batch_run_id(products),
-                          progress=False, encoder=encoder)
-    if result.complete:
-        Path(path).write_text("", encoding="utf-8")
-        return 0
-    return gateway.export_batch(result.pending, Path(path))
+    """See `distill.batch.export_batch` (kept here: the CLI's one entry point is this module)."""
+    from distill import batch
+
+    return batch.export_batch(products, interactions, settings, path, encoder=encoder)
 
 
 def import_batch(
     path: Path, products: Sequence[Product], interactions: Interactions | None, settings: DistillSettings, *,
     encoder: TextEncoder | None = None,
 ) -> ImportReport:
-    """Put the answers of a finished provider batch into the response cache (validated one by one); the
-    next `export_batch` or run continues from there without paying for them again."""
-    gateway = make_gateway(settings, mode="export")
-    if gateway is None:
-        raise ConfigError("batch import needs a model: set SHELFGRAPH_LLM_MODEL")
-    result = run_pipeline(products, interactions, settings, gateway=gateway, run_id=batch_run_id(products),
-                          progress=False, encoder=encoder)
-    if result.complete:
-        from distill.llm import ImportReport as Report
+    """See `distill.batch.import_batch`."""
+    from distill import batch
 
-        return Report(imported=0, unmatched=())
-    return gateway.import_batch(Path(path), result.pending, stage=result.stopped_at or "batch")
+    return batch.import_batch(path, products, interactions, settings, encoder=encoder)

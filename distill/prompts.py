@@ -151,8 +151,8 @@ VERIFY_NAME: Final[str] = "verify"
 VERIFY_VERSION: Final[str] = "verify-v1"
 _VERIFY_SYSTEM = (
     "You judge candidate relations between products of one shop. " + _DATA_RULE + " "
-    "Each pair names a `source` product, a `candidate` product and a `kind`: 'complement' means a shopper "
-    "who buys the source would also buy the candidate for the same use (a case for that phone); 'substitute' "
+    "The data holds one `source` product and `pairs`, each a `candidate` product and a `kind`: "
+    "'complement' means a shopper who buys the source would also buy the candidate for the same use (a case for that phone); 'substitute' "
     "means the candidate could be bought instead of the source (a comparable item). For every pair return "
     "`source` and `target` (the candidate's id), both copied exactly, the `kind`, a `score` from 0 (wrong or "
     "incompatible) to 1 (clearly right and compatible), and a one-line `reason` a shopper would understand. "
@@ -168,9 +168,12 @@ PROMPT_VERSIONS: Final[dict[str, str]] = {
 
 _DESCRIPTION_CHARS = 600
 """Descriptions are cut: the title and category carry most of the signal, and tokens cost money."""
+_CANDIDATE_DESCRIPTION_CHARS = 200
 
 
-def product_view(product: Product, *, enriched: bool = False) -> dict[str, Any]:
+def product_view(
+    product: Product, *, enriched: bool = False, description_chars: int | None = None
+) -> dict[str, Any]:
     """The fields of a product a prompt may show (all untrusted; they only ever enter a data block)."""
     view: dict[str, Any] = {"id": product.id, "title": product.title}
     if product.brand:
@@ -178,7 +181,7 @@ def product_view(product: Product, *, enriched: bool = False) -> dict[str, Any]:
     if product.category:
         view["category"] = " > ".join(product.category)
     if product.description:
-        view["description"] = product.description[:_DESCRIPTION_CHARS]
+        view["description"] = product.description[: description_chars or _DESCRIPTION_CHARS]
     if product.attributes:
         view["attributes"] = dict(sorted(product.attributes.items()))
     if enriched and product.enriched:
@@ -219,16 +222,23 @@ def propose_prompt(
     )
 
 
-def verify_prompt(pairs: Sequence[tuple[Product, Product, RelationKind]]) -> RenderedPrompt[VerifyAnswer]:
-    if not pairs:
-        raise ValueError("a verify prompt needs at least one pair")
+def verify_prompt(
+    source: Product, candidates: Sequence[tuple[Product, RelationKind]]
+) -> RenderedPrompt[VerifyAnswer]:
+    """One source product and some of its candidates: the source is shown once (tokens), and a prompt about
+    one source renders identically night after night while its candidates stay the same (cache hits)."""
+    if not candidates:
+        raise ValueError("a verify prompt needs at least one candidate")
+    if any(c.id == source.id for c, _ in candidates):
+        raise ValueError("a product is not its own candidate")
     payload = {
+        "source": product_view(source, enriched=True),
         "pairs": [
-            {"source": product_view(a, enriched=True), "candidate": product_view(b, enriched=True), "kind": kind}
-            for a, b, kind in pairs
-        ]
+            {"candidate": product_view(c, enriched=True, description_chars=_CANDIDATE_DESCRIPTION_CHARS), "kind": kind}
+            for c, kind in candidates
+        ],
     }
-    ids = tuple(dict.fromkeys(pid for a, b, _ in pairs for pid in (a.id, b.id)))
+    ids = tuple(dict.fromkeys((source.id, *(c.id for c, _ in candidates))))
     return RenderedPrompt(
         name=VERIFY_NAME,
         version=VERIFY_VERSION,

@@ -106,7 +106,7 @@ def propose(
                 seen.add(query.lower())
                 proposals.append(ProposalRecord(
                     group=key, representative=members[0].id, product_ids=tuple(p.id for p in members),
-                    kind=kind, query=query, reason=" ".join(item.reason.split())[:300],  # type: ignore[arg-type]
+                    kind=kind, query=query, reason=" ".join(item.reason.split())[:300],
                 ))
     report = StageReport(
         stage=STAGE,

@@ -62,7 +62,7 @@ def verify(
     ordered = sorted(to_judge, key=lambda c: (c.source, c.kind, c.target))
     batches = source_batches(ordered, batch_size)
     prompts = [
-        verify_prompt([(products_by_id[c.source], products_by_id[c.target], c.kind) for c in batch])
+        verify_prompt(products_by_id[batch[0].source], [(products_by_id[c.target], c.kind) for c in batch])
         for batch in batches
     ]
     calls = call_llm(gateway, prompts, stage=STAGE, progress=progress, per_item=False)

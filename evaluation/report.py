@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -151,10 +151,12 @@ def _graph_facts(result: EvalResult) -> str:
 
 
 def _category_level(records: Sequence[QueryRecord]) -> int:
-    """The first category level at which the queries differ (BundleRec's level 0 is always Electronics)."""
+    """The first category level where no single value holds 90% of the queries (BundleRec's level 1 is
+    "Electronics" for nearly all of them, so grouping there says nothing)."""
     depth = max((len(r.category) for r in records), default=0)
     for level in range(depth):
-        if len({r.category[level] for r in records if len(r.category) > level}) > 1:
+        values = Counter(r.category[level] for r in records if len(r.category) > level)
+        if values and values.most_common(1)[0][1] < 0.9 * len(records):
             return level
     return 0
 
@@ -318,9 +320,12 @@ def _category_bars(rows: Sequence[tuple[str, int, float, float]], k: int) -> Fig
     figure = _figure(8.5, 0.32 * len(shown) + 1.2)
     ax = figure.subplots()
     y = np.arange(len(shown))[::-1]
-    ax.barh(y, [hit for _, _, hit, _ in shown], color=_GRAPH_COLOUR)
+    hits = [hit for _, _, hit, _ in shown]
+    ax.barh(y, hits, color=_GRAPH_COLOUR)
+    for yi, value in zip(y, hits):
+        ax.text(value, yi, f" {value:.3f}", va="center", fontsize=8)
     ax.set_yticks(y, [f"{name[:40]} ({n})" for name, n, _, _ in shown], fontsize=8)
     ax.set_xlabel(f"hit@{k} (any partner)")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, min(1.0, max(max(hits, default=0) * 1.3, 0.05)))
     ax.set_title("Served graph per category (queries in brackets)", fontsize=10)
     return figure

@@ -390,7 +390,7 @@ def evaluate(
         step("baselines")
         t = time.perf_counter()
         if retriever is None:
-            retriever = _default_retriever(data.products, progress)
+            retriever = _default_retriever(data.products, settings, progress)
         rankers = build_baselines(data.train_interactions.baskets, data.products, retriever)
         baselines = {name: score_ranker(rankers[name], data, k) for name in BASELINE_NAMES if name in rankers}
         walls["baselines"] = time.perf_counter() - t
@@ -441,8 +441,12 @@ def _distil(
     return result, published_graph(result.products, result.relations, result.run_id), seconds
 
 
-def _default_retriever(products: Sequence[Product], progress: bool) -> CatalogRetriever:
+def _default_retriever(products: Sequence[Product], settings: DistillSettings, progress: bool) -> CatalogRetriever:
+    """The text baseline's retriever over the raw catalog text. It reads the pipeline's embedding cache
+    (data_dir/embeddings), so the catalog is embedded once per evaluation, not once per system."""
     from distill.embed import default_encoder
     from distill.ground import CatalogRetriever
+    from distill.runs import CachedEncoder
 
-    return CatalogRetriever.build(list(products), default_encoder(), progress=progress)
+    encoder = CachedEncoder(default_encoder(), settings.data_dir / "embeddings")  # the pipeline's cache folder
+    return CatalogRetriever.build(list(products), encoder, progress=progress)  # type: ignore[arg-type]

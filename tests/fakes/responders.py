@@ -134,8 +134,9 @@ def propose_answer(payload: dict[str, Any]) -> dict[str, Any]:
 
 def verify_answer(payload: dict[str, Any]) -> dict[str, Any]:
     judgements = []
+    source = payload.get("source", {})
     for pair in payload.get("pairs", []):
-        source, candidate, kind = pair["source"], pair["candidate"], pair["kind"]
+        candidate, kind = pair["candidate"], pair["kind"]
         a = tokens(source.get("title")) | tokens(source.get("brand"))
         b = tokens(candidate.get("title")) | tokens(candidate.get("brand"))
         overlap = len(a & b) / max(len(a | b), 1)
