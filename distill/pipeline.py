@@ -7,7 +7,8 @@ Never imports litellm: the gateway module is imported lazily, only when a model 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,17 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from distill import candidates as cand
 from distill.candidates import Candidate, EmbeddingTable, candidates_frame, candidates_from_frame
 from distill.enrich import enrich, reason_counts
-from distill.errors import ConfigError, StageError
+from distill.errors import StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
-from distill.runs import CachedEncoder, RunDir, RunInfo, new_run_id
-from distill.scoring import Source, evidence_of, final_score, prescore, reasons_of
+from distill.runs import CachedEncoder, RunDir, RunInfo, RunState, new_run_id
+from distill.scoring import Source, best_per_source, prescore, to_relation
 from distill.settings import DistillSettings
 from distill.verify import shortlist, verify
 from graph_schema.models import (
     GraphVersion,
     Product,
-    Provenance,
     Rejection,
     Relation,
     RunReport,
@@ -124,43 +124,6 @@ def _embedding_table(retriever: Any) -> EmbeddingTable | None:
 # ============================================================================================ the run
 
 
-class _Run:
-    """State of one pipeline run: the run folder, the report so far, and which stages may be reused."""
-
-    def __init__(self, run: RunDir, report: RunReport, *, reuse_outputs: bool) -> None:
-        self.dir = run
-        self.report = report
-        self.reuse_outputs = reuse_outputs
-        self.rejections: list[Rejection] = []
-        self.previous = {s.stage: s for s in self._previous_report().stages} if reuse_outputs else {}
-
-    def _previous_report(self) -> RunReport:
-        try:
-            return self.dir.read_report()
-        except StageError:
-            return RunReport(run_id=self.dir.run_id)
-
-    def cached(self, stage: str) -> bool:
-        """True when this stage's output from an earlier attempt of this run can be used as is."""
-        if self.reuse_outputs and self.dir.has(stage) and stage in self.previous:
-            old = self.previous[stage]
-            self.report.stages.append(old.model_copy(update={"wall_seconds": 0.0}))
-            self.rejections.extend(r for r in self.dir.read_rejections() if r.stage == stage)
-            return True
-        # Once one stage is recomputed, every later stage must be too: its input changed.
-        self.reuse_outputs = False
-        return False
-
-    def done(self, report: StageReport, rejections: Sequence[Rejection] = ()) -> None:
-        self.report.stages.append(report)
-        self.rejections.extend(rejections)
-        self.dir.write_rejections(report.stage, list(rejections))
-        self.dir.write_report(self.report)
-
-    def skipped(self, stage: str, reason: str) -> None:
-        self.done(StageReport(stage=stage, skipped=True, skip_reason=reason))
-
-
 def _check_products(products: Sequence[Product]) -> dict[str, Product]:
     by_id: dict[str, Product] = {}
     for product in products:
@@ -227,7 +190,7 @@ def run_pipeline(
         raise StageError(f"unknown stages {sorted(unknown_rerun)}; stages are {list(STAGES)}")
     first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type,unused-ignore]
     run.discard(STAGES[first_rerun:])
-    state = _Run(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
+    state = RunState(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
     targets = [p for p in products if only is None or p.id in only]
     previous = {p.id: p for p in reuse.products()} if reuse is not None else {}
 
@@ -308,17 +271,9 @@ def run_pipeline(
     elif behaviour_on:
         assert interactions is not None
         started = time.perf_counter()
-        view = cand.build_behaviour(interactions.baskets, enriched)
-        from_behaviour = cand.copurchase_candidates(
-            targets, view, min_support=settings.min_copurchase_support, per_product=2 * settings.max_complements,
-            leaf=leaf)
-        if embeddings is not None:
-            from_behaviour += cand.neighbour_candidates(
-                targets, view, embeddings, neighbours=NEIGHBOURS, min_similarity=NEIGHBOUR_MIN_SIMILARITY,
-                per_product=settings.max_complements, leaf=leaf)
-        from_behaviour += cand.category_candidates(
-            targets, view, embeddings, members=members, min_support=settings.min_copurchase_support,
-            categories=CATEGORY_FANOUT, per_category=CATEGORY_PER_CATEGORY, leaf=leaf)
+        with _status(progress, f"behaviour: candidates for {len(targets)} products"):
+            from_behaviour = _behaviour_candidates(interactions, enriched, targets, embeddings, members, leaf,
+                                                   settings)
         run.write_frame("behaviour", candidates_frame(from_behaviour))
         state.done(StageReport(stage="behaviour", items_in=interactions.baskets.height,
                                items_out=len(from_behaviour), wall_seconds=time.perf_counter() - started))
@@ -350,12 +305,8 @@ def run_pipeline(
     else:
         started = time.perf_counter()
         raw = [*grounded, *from_behaviour, *from_similarity]
-        pool = cand.fill_similarity(cand.merge_candidates(cand.restrict_to(raw, by_id)), embeddings)
-        from distill.prune import find_near_duplicates
-
-        near = find_near_duplicates(enriched, retriever)
-        pool = [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
-                for c in pool]
+        with _status(progress, f"candidates: merging {len(raw)}"):
+            pool = _merge_pool(raw, by_id, embeddings, enriched, retriever)
         run.write_frame("candidates", candidates_frame(pool))
         state.done(StageReport(stage="candidates", items_in=len(raw), items_out=len(pool),
                                wall_seconds=time.perf_counter() - started))
@@ -386,8 +337,10 @@ def run_pipeline(
         scored = run.read_relations("score")
     else:
         started = time.perf_counter()
-        best, cut = _best_per_source(judged, available, settings)
-        scored = [_to_relation(c, available, run_id, model, by_id, score) for score, c in best]
+        with _status(progress, f"score: {len(judged)} candidates"):
+            best, cut = best_per_source(judged, available, max_complements=settings.max_complements,
+                                        max_substitutes=settings.max_substitutes)
+            scored = [to_relation(c, available, run_id, model, by_id, score) for score, c in best]
         run.write_relations("score", scored)
         state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored), rejected=cut,
                                rejection_reasons={"beyond twice the degree cap": cut} if cut else {},
@@ -414,6 +367,50 @@ def run_pipeline(
                          [model] if model else [], list(PROMPT_VERSIONS.values()) if llm else [])
 
 
+@contextmanager
+def _status(progress: bool, text: str) -> Iterator[None]:
+    """A spinner on stderr for the model-free stages (minutes on a large catalog); silent without progress."""
+    if not progress:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(text):
+        yield
+
+
+def _behaviour_candidates(
+    interactions: Interactions, products: Sequence[Product], targets: Sequence[Product],
+    embeddings: EmbeddingTable | None, members: dict[str, list[str]], leaf: dict[str, str | None],
+    settings: DistillSettings,
+) -> list[Candidate]:
+    view = cand.build_behaviour(interactions.baskets, products)
+    found = cand.copurchase_candidates(
+        targets, view, min_support=settings.min_copurchase_support, per_product=2 * settings.max_complements,
+        leaf=leaf)
+    if embeddings is not None:
+        found += cand.neighbour_candidates(
+            targets, view, embeddings, neighbours=NEIGHBOURS, min_similarity=NEIGHBOUR_MIN_SIMILARITY,
+            per_product=settings.max_complements, leaf=leaf)
+    found += cand.category_candidates(
+        targets, view, embeddings, members=members, min_support=settings.min_copurchase_support,
+        categories=CATEGORY_FANOUT, per_category=CATEGORY_PER_CATEGORY, leaf=leaf)
+    return found
+
+
+def _merge_pool(
+    raw: Sequence[Candidate], by_id: dict[str, Product], embeddings: EmbeddingTable | None,
+    products: Sequence[Product], retriever: Any,
+) -> list[Candidate]:
+    """One candidate per (source, target, kind), each with its text similarity; near-duplicate listings flagged."""
+    from distill.prune import find_near_duplicates
+
+    pool = cand.fill_similarity(cand.merge_candidates(cand.restrict_to(raw, by_id)), embeddings)
+    near = find_near_duplicates(list(products), retriever)
+    return [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
+            for c in pool]
+
+
 def _no_llm_reason(settings: DistillSettings, gateway: LLMGateway | None) -> str:
     if settings.llm_model is None:
         return "no model configured (SHELFGRAPH_LLM_MODEL is unset)"
@@ -427,42 +424,6 @@ def _carry_enrichment(product: Product, previous: Product | None) -> Product:
     if previous is None or previous.content_hash != product.content_hash or not (previous.enriched or previous.keyphrases):
         return product
     return product.model_copy(update={"enriched": previous.enriched, "keyphrases": previous.keyphrases})
-
-
-def _best_per_source(
-    candidates: Sequence[Candidate], available: frozenset[Source], settings: DistillSettings
-) -> tuple[list[tuple[float, Candidate]], int]:
-    """Each source's best 2x-cap candidates per kind. The rest could never survive pruning (the cap keeps
-    fewer), so they are counted in the stage report instead of each becoming a Relation and a Rejection."""
-    caps = {"complement": 2 * settings.max_complements, "substitute": 2 * settings.max_substitutes}
-    grouped: dict[tuple[str, str], list[tuple[float, Candidate]]] = {}
-    for candidate in candidates:
-        grouped.setdefault((candidate.source, candidate.kind), []).append((final_score(candidate, available), candidate))
-    kept: list[tuple[float, Candidate]] = []
-    for (_, kind), scored in grouped.items():
-        scored.sort(key=lambda pair: (-pair[0], pair[1].target))
-        kept.extend(scored[: caps[kind]])
-    return kept, len(candidates) - len(kept)
-
-
-def _to_relation(
-    candidate: Candidate, available: frozenset[Source], run_id: str, model: str | None, by_id: dict[str, Product],
-    score: float,
-) -> Relation:
-    evidence = evidence_of(candidate, available)
-    judged = candidate.llm_score is not None
-    proposed = "llm" in candidate.origins
-    prompt_version = PROMPT_VERSIONS["verify"] if judged else PROMPT_VERSIONS["propose"] if proposed else None
-    return Relation(
-        source=candidate.source,
-        target=candidate.target,
-        kind=candidate.kind,
-        score=round(score, 6),
-        reasons=reasons_of(candidate, evidence, source_leaf=by_id[candidate.source].leaf_category),
-        evidence=evidence,
-        provenance=Provenance(run_id=run_id, model=model if (judged or proposed) else None,
-                              prompt_version=prompt_version, stage="+".join(candidate.origins)),
-    )
 
 
 def _prune(

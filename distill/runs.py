@@ -25,7 +25,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.errors import StageError
-from graph_schema.models import Product, Rejection, Relation, RunReport
+from graph_schema.models import Product, Rejection, Relation, RunReport, StageReport
 from graph_schema.tables import edges_frame, nodes_frame, product_from_row, relation_from_row
 
 M = TypeVar("M", bound=BaseModel)
@@ -164,6 +164,43 @@ class RunDir:
         path = self.path / name
         _atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
         return path
+
+
+class RunState:
+    """State of one pipeline run: the run folder, the report so far, and which stages may be reused."""
+
+    def __init__(self, run: RunDir, report: RunReport, *, reuse_outputs: bool) -> None:
+        self.dir = run
+        self.report = report
+        self.reuse_outputs = reuse_outputs
+        self.rejections: list[Rejection] = []
+        self.previous = {s.stage: s for s in self._previous_report().stages} if reuse_outputs else {}
+
+    def _previous_report(self) -> RunReport:
+        try:
+            return self.dir.read_report()
+        except StageError:
+            return RunReport(run_id=self.dir.run_id)
+
+    def cached(self, stage: str) -> bool:
+        """True when this stage's output from an earlier attempt of this run can be used as is."""
+        if self.reuse_outputs and self.dir.has(stage) and stage in self.previous:
+            old = self.previous[stage]
+            self.report.stages.append(old.model_copy(update={"wall_seconds": 0.0}))
+            self.rejections.extend(r for r in self.dir.read_rejections() if r.stage == stage)
+            return True
+        # Once one stage is recomputed, every later stage must be too: its input changed.
+        self.reuse_outputs = False
+        return False
+
+    def done(self, report: StageReport, rejections: Sequence[Rejection] = ()) -> None:
+        self.report.stages.append(report)
+        self.rejections.extend(rejections)
+        self.dir.write_rejections(report.stage, list(rejections))
+        self.dir.write_report(self.report)
+
+    def skipped(self, stage: str, reason: str) -> None:
+        self.done(StageReport(stage=stage, skipped=True, skip_reason=reason))
 
 
 # ============================================================================================ embedding cache

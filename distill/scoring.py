@@ -14,12 +14,13 @@ multiplied by UNVERIFIED_DISCOUNT, so judged pairs outrank unjudged ones of equa
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal, get_args
 
 from distill.candidates import Candidate
+from distill.prompts import PROMPT_VERSIONS
 from graph_schema.kinds import RelationKind
-from graph_schema.models import Evidence
+from graph_schema.models import Evidence, Product, Provenance, Relation
 
 Source = Literal["llm", "copurchase", "neighbour", "category", "similarity", "retrieval", "same_leaf"]
 SOURCES: Final[tuple[Source, ...]] = get_args(Source)
@@ -210,3 +211,39 @@ def reasons_of(candidate: Candidate, evidence: Evidence, *, source_leaf: str | N
         if reason not in reasons:
             reasons.append(reason)
     return tuple(reasons[:5])
+
+
+def best_per_source(
+    candidates: Sequence[Candidate], available: frozenset[Source], *, max_complements: int, max_substitutes: int
+) -> tuple[list[tuple[float, Candidate]], int]:
+    """Each source's best 2x-cap candidates per kind. The rest could never survive pruning (the cap keeps
+    fewer), so they are counted in the stage report instead of each becoming a Relation and a Rejection."""
+    caps = {"complement": 2 * max_complements, "substitute": 2 * max_substitutes}
+    grouped: dict[tuple[str, str], list[tuple[float, Candidate]]] = {}
+    for candidate in candidates:
+        grouped.setdefault((candidate.source, candidate.kind), []).append((final_score(candidate, available), candidate))
+    kept: list[tuple[float, Candidate]] = []
+    for (_, kind), scored in grouped.items():
+        scored.sort(key=lambda pair: (-pair[0], pair[1].target))
+        kept.extend(scored[: caps[kind]])
+    return kept, len(candidates) - len(kept)
+
+
+def to_relation(
+    candidate: Candidate, available: frozenset[Source], run_id: str, model: str | None,
+    by_id: Mapping[str, Product], score: float,
+) -> Relation:
+    evidence = evidence_of(candidate, available)
+    judged = candidate.llm_score is not None
+    proposed = "llm" in candidate.origins
+    prompt_version = PROMPT_VERSIONS["verify"] if judged else PROMPT_VERSIONS["propose"] if proposed else None
+    return Relation(
+        source=candidate.source,
+        target=candidate.target,
+        kind=candidate.kind,
+        score=round(score, 6),
+        reasons=reasons_of(candidate, evidence, source_leaf=by_id[candidate.source].leaf_category),
+        evidence=evidence,
+        provenance=Provenance(run_id=run_id, model=model if (judged or proposed) else None,
+                              prompt_version=prompt_version, stage="+".join(candidate.origins)),
+    )

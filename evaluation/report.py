@@ -112,7 +112,9 @@ def _metric_table(result: EvalResult, kind: EvalKind) -> str:
     k = result.meta.k
     rows = [(label, cls, metrics.get(kind)) for label, cls, metrics in _systems(result)]
     scored = [(label, cls, m) for label, cls, m in rows if m is not None and m.queries > 0]
-    title = f"<h3>{escape(kind)}: {result.meta.queries.get(kind, 0):,} queries</h3>"
+    from evaluation.run import kind_title
+
+    title = f"<h3>{escape(kind_title(result.meta.dataset, kind))}: {result.meta.queries.get(kind, 0):,} queries</h3>"
     if not scored:
         return title + "<p class='muted'>No ground truth of this kind in this dataset.</p>"
     columns = [("hit", f"hit@{k}", True), ("ndcg", f"ndcg@{k}", True), ("recall", f"recall@{k}", True),

@@ -146,7 +146,8 @@ class EvalResult(BaseModel):
         rows += [(f"graph, {name.replace('_', ' ')}", v.metrics) for name, v in self.ablations.items()]
         rows += [(f"baseline: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
         for kind in EVAL_KINDS:
-            table = Table(title=f"{KIND_TITLES[kind]}: {self.meta.queries.get(kind, 0)} queries", title_justify="left")
+            table = Table(title=f"{kind_title(self.meta.dataset, kind)}: {self.meta.queries.get(kind, 0)} queries",
+                          title_justify="left")
             table.add_column("system")
             for name in (f"hit@{k}", f"ndcg@{k}", f"recall@{k}", "unanswered", "catalog cov."):
                 table.add_column(name, justify="right")
@@ -173,11 +174,27 @@ class EvalResult(BaseModel):
         return console.export_text()
 
 
-KIND_TITLES: dict[EvalKind, str] = {
-    "any": "any partner (protocol: served complements vs all held-out partners)",
-    "complement": "complement (served complements vs partners of another leaf category)",
-    "substitute": "substitute (served substitutes vs partners of the same leaf category)",
+KIND_TITLES: dict[str, dict[EvalKind, str]] = {
+    "bundlerec": {
+        "any": "any partner (protocol: served complements vs all other items of the held-out bundle)",
+        "complement": "complement (served complements vs bundle items of another leaf category)",
+        "substitute": "substitute (served substitutes vs bundle items of the same leaf category)",
+    },
+    "amazon2018": {
+        "any": "any (served complements vs also_buy + also_view of the held-out product)",
+        "complement": "complement (served complements vs also_buy of the held-out product)",
+        "substitute": "substitute (served substitutes vs also_view of the held-out product)",
+    },
 }
+BASKET_TITLES: dict[EvalKind, str] = {
+    "any": "any (served complements vs the rest of the held-out basket)",
+    "complement": "complement (served complements vs the rest of the held-out basket)",
+    "substitute": "substitute (no substitute signal in basket data)",
+}
+
+
+def kind_title(dataset: str, kind: EvalKind) -> str:
+    return KIND_TITLES.get(dataset, BASKET_TITLES)[kind]
 
 
 def _metric_dict(m: RankingMetrics) -> Mapping[str, float | int | None]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, Response, g, request
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, request
 
 from serve.api import ServeState, bp
 from serve.errors import SourceUnavailable, register_error_handlers
@@ -21,6 +24,19 @@ from serve.settings import ServeSettings
 __all__ = ["create_app", "GraphIndex", "ServeSettings"]
 
 log = logging.getLogger(__name__)
+_T0 = "shelfgraph.started"
+
+
+def _timed(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Stamps the start time into the WSGI environ (cheaper than a before_request hook and `g`)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ[_T0] = time.perf_counter()
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -56,13 +72,11 @@ def create_app(
     app.register_blueprint(bp)
     register_error_handlers(app)
 
-    @app.before_request
-    def _start_timer() -> None:
-        g.started = time.perf_counter()
+    app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.after_request
     def _record(response: Response) -> Response:
-        started = g.get("started")
+        started = request.environ.get(_T0)
         if started is not None:
             # labels stay bounded: route templates, not paths; known methods only
             rule = request.url_rule.rule if request.url_rule is not None else "unmatched"

@@ -6,6 +6,7 @@ anything malformed is a 400 with the error shape of `serve.errors`.
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ MAX_EXCLUDE = 500
 _INTEGER = re.compile(r"\s*[+-]?[0-9]{1,9}\s*")
 LOOKUP_PARAMS = frozenset({"k", "min_score", "category", "price_min", "price_max", "exclude"})
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 """Taken verbatim: catalog ids never carry edge whitespace, so " cam1" is simply unknown."""
 
@@ -39,6 +42,11 @@ class ServeState:
     settings: ServeSettings
     holder: IndexHolder
     metrics: Metrics
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    """Serialized with the C encoder straight into a Response: the hot path skips Flask's JSON provider."""
+    return Response(_dumps(body), status=status, mimetype="application/json")
 
 
 def state() -> ServeState:
@@ -68,7 +76,7 @@ def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{param}: {message}", {"parameter": param})
 
 
-def _number(args: MultiDict[str, str], name: str) -> float | None:
+def _number(args: dict[str, str], name: str) -> float | None:
     raw = args.get(name)
     if raw is None:
         return None
@@ -93,13 +101,20 @@ def _check_prices(price_min: float | None, price_max: float | None) -> None:
         raise ApiError(400, "invalid_parameter", "price_min is greater than price_max", {"parameter": "price_min"})
 
 
-def parse_lookup_params(args: MultiDict[str, str], settings: ServeSettings) -> LookupParams:
+def parse_lookup_params(query: MultiDict[str, str], settings: ServeSettings) -> LookupParams:
+    # one pass into a plain dict: MultiDict.get raises (and builds) an exception per missing key
+    args: dict[str, str] = {}
+    repeated: list[str] = []
+    for name, values in query.lists():
+        if len(values) > 1:
+            repeated.append(name)
+        args[name] = values[0]
     unknown = sorted(set(args) - LOOKUP_PARAMS)
     if unknown:
         raise ApiError(400, "invalid_parameter", f"unknown query parameters: {unknown}", {"unknown": unknown})
-    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
     if repeated:
-        raise ApiError(400, "invalid_parameter", f"parameters given twice: {repeated}", {"repeated": repeated})
+        raise ApiError(400, "invalid_parameter", f"parameters given twice: {sorted(repeated)}",
+                       {"repeated": sorted(repeated)})
     raw_k = args.get("k")
     k = settings.default_k
     if raw_k is not None:
@@ -145,10 +160,10 @@ def _neighbours_json(result: NeighbourList, version: str) -> dict[str, Any]:
             {
                 "product_id": n.product_id,
                 "title": n.title,
-                "category": list(n.category),
+                "category": n.category,
                 "price": n.price,
-                "score": round(n.score, 6),
-                "reasons": list(n.reasons),
+                "score": n.score,
+                "reasons": n.reasons,
                 "via": n.via,
             }
             for n in result.items
@@ -210,9 +225,11 @@ def get_product(product_id: str) -> Response:
 
 
 def _lookup(product_id: str, kind: str) -> Response:
-    settings = state().settings
-    params = parse_lookup_params(request.args, settings)
-    index = _index()
+    s = state()
+    params = parse_lookup_params(request.args, s.settings)
+    index = s.holder.index
+    if index is None:
+        index = _index()  # raises the 503
     method = index.complements if kind == "complement" else index.substitutes
     try:
         result = method(
@@ -226,7 +243,7 @@ def _lookup(product_id: str, kind: str) -> Response:
         )
     except UnknownProduct:
         raise ApiError(404, "unknown_product", "unknown product id", {"product_id": product_id}) from None
-    return jsonify(_neighbours_json(result, index.version))
+    return json_response(_neighbours_json(result, index.version))
 
 
 @bp.get("/v1/products/<path:product_id>/complements")
@@ -268,7 +285,7 @@ def post_recommendations() -> Response:
     )
     if not result.cart:
         raise ApiError(404, "unknown_product", "no cart item is a known product", {"unknown_ids": list(result.unknown)})
-    return jsonify(_cart_json(result, index.version))
+    return json_response(_cart_json(result, index.version))
 
 
 @bp.get("/v1/graph")

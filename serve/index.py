@@ -428,7 +428,8 @@ class GraphIndex:
                 ids[v] if v >= 0 else None,
             )
             for t, c, p, s, r, v in zip(
-                dst.tolist(), nodes.category_id[dst].tolist(), nodes.price[dst].tolist(), score.tolist(),
+                dst.tolist(), nodes.category_id[dst].tolist(), nodes.price[dst].tolist(),
+                np.round(score.astype(np.float64), 6).tolist(),  # float32 noise digits off, in one call
                 reason.tolist(), vias,
             )
         )

@@ -5,7 +5,6 @@ product -> its relations gone; new product -> distilled and connected."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
