@@ -24,6 +24,9 @@ Origin = str
 
 F32 = npt.NDArray[np.float32]
 
+COMPATIBILITY_TEMPERATURE = 0.1
+"""Softmax temperature over cosine within a category: 0.1 cosine apart = e (2.7x) more likely."""
+
 
 class Candidate(BaseModel):
     """One (source, target, kind) with every observation that suggests it. Absent observations stay None."""
@@ -278,9 +281,10 @@ def category_candidates(
 ) -> list[Candidate]:
     """Products of the leaf categories bought with the source's leaf category. Estimates the chance that an
     item bought with the source is c: P(c | A) = P(B | A) * P(c | B), with P(B | A) from leaf-category
-    co-purchase (pairs above chance, lift > 1, with `min_support` baskets) and P(c | B) the Laplace-smoothed
-    popularity of c within B; text similarity to the source (compatibility: brand, model, size) multiplies
-    in as (1 + cos). `category_score` is that estimate divided by the source's best, so in (0, 1]."""
+    co-purchase (pairs above chance, lift > 1, with `min_support` baskets) and P(c | B, q) a softmax over
+    B's products of log(Laplace-smoothed popularity share) + cos(q, c) / COMPATIBILITY_TEMPERATURE (text
+    similarity stands for compatibility: brand, model, size). `category_score` is that estimate divided by
+    the source's best, so in (0, 1]."""
     rows = embeddings.rows() if embeddings is not None else {}
     out: list[Candidate] = []
     by_leaf: dict[str, list[Product]] = defaultdict(list)
@@ -306,7 +310,13 @@ def category_candidates(
                 if known:
                     query_rows = [r for r in group_rows if r is not None]
                     sims[known] = embeddings.vectors[query_rows] @ embeddings.vectors[pool_rows].T
-            estimate = p_category * share[None, :] * (1.0 + np.clip(sims, 0.0, 1.0))
+            # P(c | B, q): a softmax over compatibility with the popularity share as prior, so within a big
+            # category (phone cases) the mass goes to the few items that fit this source.
+            logits = np.log(share)[None, :] + sims.astype(np.float64) / COMPATIBILITY_TEMPERATURE
+            logits -= logits.max(axis=1, keepdims=True)
+            within = np.exp(logits)
+            within /= within.sum(axis=1, keepdims=True)
+            estimate = p_category * within
             for i, product in enumerate(group):
                 for j in _top_k(estimate[i].astype(np.float32), per_category + 1):
                     if pool[j] == product.id:

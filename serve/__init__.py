@@ -37,6 +37,13 @@ def _timed(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[b
     return app
 
 
+class _SyncFlask(Flask):
+    """Every view and hook here is synchronous: skip Flask's per-request coroutine check."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return func
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -63,7 +70,7 @@ def create_app(
     if start_polling:
         holder.start_polling(settings.reload_interval_s)
 
-    app = Flask("shelfgraph")
+    app = _SyncFlask("shelfgraph")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
@@ -76,11 +83,12 @@ def create_app(
 
     @app.after_request
     def _record(response: Response) -> Response:
-        started = request.environ.get(_T0)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not four
+        started = req.environ.get(_T0)
         if started is not None:
             # labels stay bounded: route templates, not paths; known methods only
-            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            method = request.method if request.method in _METHODS else "other"
+            rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
+            method = req.method if req.method in _METHODS else "other"
             metrics.observe(rule, method, response.status_code, time.perf_counter() - started)
         return response
 

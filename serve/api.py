@@ -21,6 +21,7 @@ from serve.index import CartResult, GraphIndex, NeighbourList, UnknownProduct
 from serve.loader import IndexHolder
 from serve.metrics import GraphGauges, Metrics
 from serve.openapi import openapi_spec
+from serve.render import renderer_for
 from serve.settings import ServeSettings
 
 bp = Blueprint("shelfgraph", __name__)
@@ -102,6 +103,8 @@ def _check_prices(price_min: float | None, price_max: float | None) -> None:
 
 
 def parse_lookup_params(query: MultiDict[str, str], settings: ServeSettings) -> LookupParams:
+    if not query:
+        return LookupParams(settings.default_k, 0.0, None, None, None, frozenset())
     # one pass into a plain dict: MultiDict.get raises (and builds) an exception per missing key
     args: dict[str, str] = {}
     repeated: list[str] = []
@@ -150,27 +153,6 @@ class CartRequest(BaseModel):
 
 
 # --- serialization ---------------------------------------------------------------------------------------
-def _neighbours_json(result: NeighbourList, version: str) -> dict[str, Any]:
-    return {
-        "product_id": result.product_id,
-        "kind": result.kind,
-        "source": result.source,
-        "version": version,
-        "items": [
-            {
-                "product_id": n.product_id,
-                "title": n.title,
-                "category": n.category,
-                "price": n.price,
-                "score": n.score,
-                "reasons": n.reasons,
-                "via": n.via,
-            }
-            for n in result.items
-        ],
-    }
-
-
 def _cart_json(result: CartResult, version: str) -> dict[str, Any]:
     return {
         "version": version,
@@ -243,7 +225,8 @@ def _lookup(product_id: str, kind: str) -> Response:
         )
     except UnknownProduct:
         raise ApiError(404, "unknown_product", "unknown product id", {"product_id": product_id}) from None
-    return json_response(_neighbours_json(result, index.version))
+    body = renderer_for(index).neighbours(result, index.version)
+    return Response(body, status=200, mimetype="application/json")
 
 
 @bp.get("/v1/products/<path:product_id>/complements")

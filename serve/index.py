@@ -142,7 +142,8 @@ _EMPTY_F32 = np.zeros(0, np.float32)
 class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
-    __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory")
+    __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_row_category", "_row_price",
+                 "__weakref__")
 
     def __init__(self, arrays: IndexArrays) -> None:
         self._a = arrays
@@ -153,6 +154,12 @@ class GraphIndex:
                 by_name.setdefault(name, []).append(cat_id)
         self._cat_by_name = {name: np.array(ids, np.int32) for name, ids in by_name.items()}
         self._cat_masks: dict[str, np.ndarray] = {}
+        # per-row Python values for the response fields: list indexing beats numpy gathers on 10 items
+        categories = arrays.nodes.categories
+        self._row_category: list[tuple[str, ...]] = [
+            categories[c] if c >= 0 else () for c in arrays.nodes.category_id.tolist()
+        ]
+        self._row_price: list[float | None] = [None if p != p else p for p in arrays.nodes.price.tolist()]
         self._memory: int | None = None
         self.memory_bytes()  # once, at build time, not in the first /metrics request
 
@@ -199,6 +206,8 @@ class GraphIndex:
             total += sys.getsizeof(self._rows) + sum(sys.getsizeof(s) for s in a.nodes.ids)
             total += sum(sys.getsizeof(s) for s in a.nodes.titles)
             total += sum(sum(sys.getsizeof(s) for s in r) for r in a.reasons)
+            total += sys.getsizeof(self._row_category) + sys.getsizeof(self._row_price)
+            total += 24 * int(np.count_nonzero(~np.isnan(a.nodes.price)))  # the price floats
             self._memory = total
         return self._memory
 
@@ -331,12 +340,10 @@ class GraphIndex:
         return csr.dst[lo:hi], csr.score[lo:hi], csr.reason_id[lo:hi]
 
     def _category(self, row: int) -> tuple[str, ...]:
-        cat = int(self._a.nodes.category_id[row])
-        return self._a.nodes.categories[cat] if cat >= 0 else ()
+        return self._row_category[row]
 
     def _price(self, row: int) -> float | None:
-        price = float(self._a.nodes.price[row])
-        return None if math.isnan(price) else price
+        return self._row_price[row]
 
     def _complement_candidates(self, row: int) -> _Candidates:
         comp = self._a.complements
@@ -415,22 +422,16 @@ class GraphIndex:
             dst, score, reason = cand.dst[keep], cand.score[keep], cand.reason[keep]
             via = cand.via[keep] if cand.via is not None else None
         nodes, reasons = self._a.nodes, self._a.reasons
-        ids, titles, categories = nodes.ids, nodes.titles, nodes.categories
+        ids, titles, row_category, row_price = nodes.ids, nodes.titles, self._row_category, self._row_price
         vias = via.tolist() if via is not None else [-1] * len(dst)
+        new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
         return tuple(
-            Neighbour(
-                ids[t],
-                titles[t],
-                categories[c] if c >= 0 else (),
-                p if p == p else None,  # NaN = no price
-                s,
-                reasons[r],
-                ids[v] if v >= 0 else None,
-            )
-            for t, c, p, s, r, v in zip(
-                dst.tolist(), nodes.category_id[dst].tolist(), nodes.price[dst].tolist(),
+            new(Neighbour, (ids[t], titles[t], row_category[t], row_price[t], s, reasons[r], ids[v] if v >= 0 else None))
+            for t, s, r, v in zip(
+                dst.tolist(),
                 np.round(score.astype(np.float64), 6).tolist(),  # float32 noise digits off, in one call
-                reason.tolist(), vias,
+                reason.tolist(),
+                vias,
             )
         )
 

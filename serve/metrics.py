@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,10 +52,9 @@ class Metrics:
                 hist = self._hist[key] = _Histogram()
             hist.n += 1
             hist.total += seconds
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    hist.counts[i] += 1
-                    break
+            i = bisect_left(BUCKETS, seconds)
+            if i < len(BUCKETS):  # above the last bound: only in +Inf (= n)
+                hist.counts[i] += 1
 
     def render(self, gauges: Callable[[], GraphGauges]) -> str:
         with self._lock:

@@ -66,6 +66,8 @@ def test_one_changed_product_costs_a_small_fraction_of_a_full_run(world) -> None
     calls = server.call_count - before
     assert result.diff.changed == (target.id,) and not result.diff.new and not result.diff.removed
     assert 0 < calls <= 0.10 * world["full_calls"], (calls, world["full_calls"])
+    print(f"\nnightly on {len(products)} products: full run {world['full_calls']} model calls, "
+          f"one changed product {calls} calls ({calls / world['full_calls']:.1%})")
     assert result.version is not None and result.version.parent_version == parent
     assert result.distill is not None and result.distill.report.mode == "incremental"
     graph = store.load()
