@@ -139,25 +139,29 @@ class EvalResult(BaseModel):
 
         k = self.meta.k
         # Recorded into a buffer, not printed: the caller decides where the text goes.
-        console = Console(file=io.StringIO(), record=True, width=110, force_terminal=False, color_system=None)
+        console = Console(file=io.StringIO(), record=True, width=80, force_terminal=False, color_system=None)
         console.print(f"shelfgraph eval: {self.meta.dataset} at {self.meta.path} (seed {self.meta.seed}, "
-                      f"{self.meta.unit} split 80/20, top {k})")
-        rows: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served)", self.graph.metrics)]
-        rows += [(f"graph, {name.replace('_', ' ')}", v.metrics) for name, v in self.ablations.items()]
-        rows += [(f"baseline: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
+                      f"{self.meta.unit} split 80/20, top {k})", markup=False)
+        graphs: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served)", self.graph.metrics)]
+        graphs += [(f"graph w/o {name.removeprefix('no_').replace('_', ' ')}", v.metrics)
+                   for name, v in self.ablations.items()]
+        bases = [(f"base: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
         for kind in EVAL_KINDS:
             table = Table(title=f"{kind_title(self.meta.dataset, kind)}: {self.meta.queries.get(kind, 0)} queries",
-                          title_justify="left")
+                          title_justify="left", caption="rec = recall, unans. = share unanswered, "
+                          "cat.cov = share of the catalog shown", caption_justify="left")
             table.add_column("system")
-            for name in (f"hit@{k}", f"ndcg@{k}", f"recall@{k}", "unanswered", "catalog cov."):
+            for name in (f"hit@{k}", f"ndcg@{k}", f"rec@{k}", "unans.", "cat.cov"):
                 table.add_column(name, justify="right")
-            for label, metrics in rows:
-                m = metrics.get(kind)
-                if m is None or m.queries == 0:
-                    table.add_row(label, *(["-"] * 5))
-                else:
-                    table.add_row(label, f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}", f"{m.unanswered:.1%}",
-                                  f"{m.catalog_coverage:.1%}")
+            for group in (graphs, bases):
+                for label, metrics in group:
+                    m = metrics.get(kind)
+                    if m is None or m.queries == 0:
+                        table.add_row(label, *(["-"] * 5))
+                    else:
+                        table.add_row(label, f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}",
+                                      f"{m.unanswered:.1%}", f"{m.catalog_coverage:.1%}")
+                table.add_section()
             console.print(table)
         g = self.graph
         rq = g.reason_quality
