@@ -280,6 +280,43 @@ def publish_to_neo4j(uri: str, user: str, password: str, n_products: int, n_rela
         driver.close()
 
 
+# --- CPU per request, in process (no server, no load generator) -------------------------------------------
+def cpu_per_request(products: int, relations: int, rounds: int = 5, n: int = 2000) -> None:
+    """CPU time (process_time) per WSGI call, hello-world vs a random-id complements lookup, alternating.
+    Steadier than throughput on a shared machine: other processes' load does not count against us."""
+    import io
+    import random
+    import statistics
+
+    os.environ.setdefault(ENV_PRODUCTS, str(products))
+    os.environ.setdefault(ENV_RELATIONS, str(relations))
+    apps = {"hello-world flask": make_hello_app(), "shelfgraph index": make_index_app()}
+    rng = random.Random(1)
+    paths = {"hello-world flask": ["/hello"],
+             "shelfgraph index": [f"/v1/products/P{rng.randrange(products):07d}/complements?k=10" for _ in range(997)]}
+
+    def environ(path: str) -> dict[str, Any]:
+        route, _, query = path.partition("?")
+        return {"REQUEST_METHOD": "GET", "PATH_INFO": route, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+                "wsgi.multiprocess": True, "wsgi.run_once": False}
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        assert status.startswith("200"), status
+
+    samples: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(rounds):
+        for name, app in apps.items():
+            started = time.process_time()
+            for i in range(n):
+                b"".join(app(environ(paths[name][i % len(paths[name])]), start_response))
+            samples[name].append((time.process_time() - started) / n * 1e6)
+    hello, ours = (statistics.median(samples[name]) for name in apps)
+    print(f"CPU per request, in process (median of {rounds} x {n}): hello-world {hello:.0f} us, "
+          f"complements {ours:.0f} us -> CPU-bound throughput ratio {hello / ours:.0%}")
+
+
 # --- main -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -294,7 +331,11 @@ def main() -> None:
     parser.add_argument("--neo4j-port", type=int, default=7688)
     parser.add_argument("--neo4j-run-dir", default=str(Path(tempfile.gettempdir()) / "shelfgraph-bench-neo4j"))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--cpu-only", action="store_true", help="only the in-process CPU-per-request figure")
     args = parser.parse_args()
+    cpu_per_request(args.products, args.relations)
+    if args.cpu_only:
+        return
 
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk' if use_wrk else 'locust (wrk not found)'}; {args.workers} gunicorn workers, "

@@ -148,8 +148,7 @@ class EvalResult(BaseModel):
         bases = [(f"base: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
         for kind in EVAL_KINDS:
             table = Table(title=f"{kind_title(self.meta.dataset, kind)}: {self.meta.queries.get(kind, 0)} queries",
-                          title_justify="left", caption="rec = recall, unans. = share unanswered, "
-                          "cat.cov = share of the catalog shown", caption_justify="left")
+                          title_justify="left")
             table.add_column("system")
             for name in (f"hit@{k}", f"ndcg@{k}", f"rec@{k}", "unans.", "cat.cov"):
                 table.add_column(name, justify="right")
@@ -163,18 +162,21 @@ class EvalResult(BaseModel):
                                       f"{m.unanswered:.1%}", f"{m.catalog_coverage:.1%}")
                 table.add_section()
             console.print(table)
+        console.print("rec = recall; unans. = share of queries answered with nothing (scored as misses); "
+                      "cat.cov = share of the catalog shown in some top-k list", markup=False)
         g = self.graph
         rq = g.reason_quality
         console.print(
             f"graph: {g.relation_counts.get('complement', 0)} complement and "
             f"{g.relation_counts.get('substitute', 0)} substitute relations; outside the catalog: "
-            f"{g.outside_catalog_share:.1%}; complement lists served from: {dict(g.served_from)}"
+            f"{g.outside_catalog_share:.1%}; complement lists served from: {dict(g.served_from)}", markup=False
         )
         console.print("reasons sharing a content word with the bundle intent: "
-                      + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a (no intents)"))
-        console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()))
+                      + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a (no intents)"), markup=False)
+        console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()),
+                      markup=False)
         for note in self.meta.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", markup=False)
         return console.export_text()
 
 
@@ -398,7 +400,7 @@ def evaluate(
             walls[f"score_{name}"] = time.perf_counter() - t
             results[name] = VariantResult(
                 metrics=metrics, reason_quality=quality,
-                relation_counts=dict(Counter(r.kind for r in result.relations)),
+                relation_counts={"complement": 0, "substitute": 0, **Counter(r.kind for r in result.relations)},
                 outside_catalog_share=outside_catalog_share(result.relations, data.catalog_ids),
                 served_from=sources, run_id=result.run_id, distill_seconds=seconds,
                 settings={"use_llm": variant_settings.use_llm and variant_settings.llm_model is not None,

@@ -87,7 +87,7 @@ def test_evaluate_tiny_bundlerec_end_to_end(tmp_path: Path, tiny: tuple[Path, Ca
     assert out["baselines"]["cooccurrence"]["any"]["hit@10"] > 0
 
     table = result.to_table()
-    assert "hit@10" in table and "baseline: cooccurrence" in table and "graph, no behaviour" in table
+    assert "hit@10" in table and "base: cooccurrence" in table and "graph w/o behaviour" in table
 
     html = report.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>")
