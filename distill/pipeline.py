@@ -211,7 +211,8 @@ def run_pipeline(
             # Products whose enrichment carried over from the last version (same content) are not asked again.
             carried = {p.id for p, old in zip(kept, products, strict=True) if p is not old}
             to_enrich = [p for p in targets if p.id not in carried]
-            result = enrich(to_enrich, gateway, batch_size=settings.enrich_batch_size, progress=progress)
+            with state.guard("enrich"):
+                result = enrich(to_enrich, gateway, batch_size=settings.enrich_batch_size, progress=progress)
             if result.pending:
                 return stop("enrich", list(result.pending), kept)
             fresh = {p.id: p for p in result.products}
@@ -240,8 +241,9 @@ def run_pipeline(
         proposals = run.read_records("propose", ProposalRecord)
     elif llm:
         assert gateway is not None
-        proposed = propose(targets, gateway, n_complements=PROPOSE_COMPLEMENTS, n_substitutes=PROPOSE_SUBSTITUTES,
-                           progress=progress)
+        with state.guard("propose"):
+            proposed = propose(targets, gateway, n_complements=PROPOSE_COMPLEMENTS,
+                               n_substitutes=PROPOSE_SUBSTITUTES, progress=progress)
         if proposed.pending:
             return stop("propose", list(proposed.pending), enriched)
         proposals = proposed.proposals
@@ -321,7 +323,9 @@ def run_pipeline(
             lambda c: prescore(c, available),
             per_source={"complement": settings.max_complements + VERIFY_EXTRA,
                         "substitute": settings.max_substitutes + VERIFY_EXTRA})
-        verified = verify(pool, chosen, by_id, gateway, batch_size=settings.verify_batch_size, progress=progress)
+        with state.guard("verify"):
+            verified = verify(pool, chosen, by_id, gateway, batch_size=settings.verify_batch_size,
+                              progress=progress)
         if verified.pending:
             return stop("verify", list(verified.pending), enriched)
         judged = verified.candidates

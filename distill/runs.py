@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.errors import StageError
+from distill.errors import LLMError, StageError
 from graph_schema.models import Product, Rejection, Relation, RunReport, StageReport
 from graph_schema.tables import edges_frame, nodes_frame, product_from_row, relation_from_row
 
@@ -198,6 +199,17 @@ class RunState:
         self.rejections.extend(rejections)
         self.dir.write_rejections(report.stage, list(rejections))
         self.dir.write_report(self.report)
+
+    @contextmanager
+    def guard(self, stage: str) -> Iterator[None]:
+        """A model error (budget reached, auth, ...) is written into report.json before it propagates: the
+        finished stages stay reusable and answered prompts are cached, so the next attempt resumes."""
+        try:
+            yield
+        except LLMError as exc:
+            self.report.notes.append(f"stopped in {stage}: {type(exc).__name__}: {exc}"[:2000])
+            self.dir.write_report(self.report)
+            raise
 
     def skipped(self, stage: str, reason: str) -> None:
         self.done(StageReport(stage=stage, skipped=True, skip_reason=reason))

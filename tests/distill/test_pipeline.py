@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from distill.catalog import Interactions
-from distill.errors import StageError
+from distill.errors import BudgetExceeded, StageError
 from distill.pipeline import (
     DistillResult,
     export_batch,
@@ -276,3 +276,22 @@ def test_template_reasons_read_like_evidence() -> None:
     assert "matches 'screen protector'" in reasons
     sub = template_reasons("substitute", Evidence(text_similarity=0.91), same_leaf_name="Cases")
     assert sub == ["similar: same category 'Cases', 0.91 text similarity"]
+
+
+def test_budget_stop_is_reported_and_the_rerun_resumes_without_repeating_calls(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    with FakeOpenAIServer(responder=catalog_responder) as fake:
+        tight = llm_settings(tmp_path, fake, llm_budget_tokens=6000, llm_concurrency=1)
+        with pytest.raises(BudgetExceeded):
+            run_pipeline(products, interactions, tight, run_id="budget", progress=False, encoder=HashingEncoder())
+        report = json.loads((tmp_path / "runs" / "budget" / "report.json").read_text())
+        assert any(note.startswith("stopped in ") and "BudgetExceeded" in note for note in report["notes"])
+        spent = fake.call_count
+        assert spent > 0
+        ample = llm_settings(tmp_path, fake)
+        result = run_pipeline(products, interactions, ample, run_id="budget", progress=False,
+                              encoder=HashingEncoder())
+        check_relations(result, products)
+        prompts = fake.calls_by_prompt()
+        assert max(prompts.values()) == 1, "no prompt was sent twice"
+        assert result.report.llm.cached_calls >= 1
