@@ -90,6 +90,27 @@ def reason_counts(rejections: Sequence[Rejection]) -> dict[str, int]:
     return counts
 
 
+def stage_report(
+    stage: str,
+    *,
+    items_in: int,
+    items_out: int,
+    rejections: Sequence[Rejection],
+    started: float,
+    llm: LLMUsage | None = None,
+) -> StageReport:
+    """The StageReport of a model-facing stage: counts, rejection reasons, usage, wall time since `started`."""
+    return StageReport(
+        stage=stage,
+        items_in=items_in,
+        items_out=items_out,
+        rejected=len(rejections),
+        rejection_reasons=reason_counts(rejections),
+        llm=llm or LLMUsage(),
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
 @dataclass(frozen=True)
 class EnrichResult:
     products: list[Product]
@@ -167,13 +188,7 @@ def enrich(
         p.model_copy(update={"enriched": updates[p.id][0], "keyphrases": updates[p.id][1]}) if p.id in updates else p
         for p in products
     ]
-    report = StageReport(
-        stage=STAGE,
-        items_in=len(products),
-        items_out=len(updates),
-        rejected=len(rejections),
-        rejection_reasons=reason_counts(rejections),
-        llm=calls.usage,
-        wall_seconds=time.perf_counter() - started,
+    report = stage_report(
+        STAGE, items_in=len(products), items_out=len(updates), rejections=rejections, started=started, llm=calls.usage
     )
     return EnrichResult(products=out, rejections=rejections, report=report, pending=list(calls.pending))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from distill.candidates import Candidate
-from distill.enrich import call_llm, reason_counts
+from distill.enrich import call_llm, stage_report
 from distill.prompts import ProposeAnswer, RenderedPrompt, propose_prompt
 from graph_schema.kinds import RelationKind
 from graph_schema.models import Product, Rejection, StageReport
@@ -108,14 +108,8 @@ def propose(
                     group=key, representative=members[0].id, product_ids=tuple(p.id for p in members),
                     kind=kind, query=query, reason=" ".join(item.reason.split())[:300],
                 ))
-    report = StageReport(
-        stage=STAGE,
-        items_in=len(products),
-        items_out=len(proposals),
-        rejected=len(rejections),
-        rejection_reasons=reason_counts(rejections),
-        llm=calls.usage,
-        wall_seconds=time.perf_counter() - started,
+    report = stage_report(
+        STAGE, items_in=len(products), items_out=len(proposals), rejections=rejections, started=started, llm=calls.usage
     )
     return ProposeResult(proposals=proposals, rejections=rejections, report=report, pending=list(calls.pending))
 
@@ -167,12 +161,7 @@ def ground(
                     text_similarity=max(min(float(sim), 1.0), -1.0), retrieval_score=max(hit.score / top, 0.0),
                     query=record.query, query_reason=record.reason,
                 ))
-    report = StageReport(
-        stage=GROUND_STAGE,
-        items_in=len(proposals),
-        items_out=len(out),
-        rejected=len(rejections),
-        rejection_reasons=reason_counts(rejections),
-        wall_seconds=time.perf_counter() - started,
+    report = stage_report(
+        GROUND_STAGE, items_in=len(proposals), items_out=len(out), rejections=rejections, started=started
     )
     return GroundResult(candidates=out, rejections=rejections, report=report)

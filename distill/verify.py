@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from distill.candidates import Candidate
-from distill.enrich import call_llm, reason_counts
+from distill.enrich import call_llm, stage_report
 from distill.prompts import RenderedPrompt, VerifyAnswer, verify_prompt
 from graph_schema.models import Product, Rejection, StageReport
 
@@ -94,13 +94,7 @@ def verify(
         c.model_copy(update={"llm_score": judged[c.key][0], "llm_reason": judged[c.key][1]}) if c.key in judged else c
         for c in candidates
     ]
-    report = StageReport(
-        stage=STAGE,
-        items_in=len(ordered),
-        items_out=len(judged),
-        rejected=len(rejections),
-        rejection_reasons=reason_counts(rejections),
-        llm=calls.usage,
-        wall_seconds=time.perf_counter() - started,
+    report = stage_report(
+        STAGE, items_in=len(ordered), items_out=len(judged), rejections=rejections, started=started, llm=calls.usage
     )
     return VerifyResult(candidates=out, rejections=rejections, report=report, pending=list(calls.pending))
