@@ -29,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Reports are tables: give them room when stdout is a pipe or a cron log (rich would default to 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -282,7 +283,7 @@ def eval_cmd(
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
-        out.print(result.to_table())
+        out.print(result.to_table(), markup=False, soft_wrap=True, highlight=False)
     if report is not None and not as_json:
         out.print(f"HTML report: {report}")
 
