@@ -20,7 +20,7 @@ from graph_schema.kinds import RelationKind
 from graph_schema.models import Product
 
 Origin = str
-"""copurchase | neighbour | category | similarity | llm: which generator proposed a candidate."""
+"""copurchase | neighbour | category | similarity | affinity | llm: which generator proposed a candidate."""
 
 F32 = npt.NDArray[np.float32]
 
@@ -361,6 +361,41 @@ def similarity_candidates(
                     source=product.id, target=target, kind="substitute", origins=("similarity",),
                     same_leaf=True, text_similarity=sim,
                 ))
+    return out
+
+
+def affinity_candidates(
+    sources: Sequence[Product], embeddings: EmbeddingTable, *, leaf: Mapping[str, str | None], per_product: int,
+    min_similarity: float, block: int = 1024,
+) -> list[Candidate]:
+    """Complements by textual affinity: the nearest products on a DIFFERENT shelf. An accessory names what it
+    fits ("EN-EL15 battery charger for Nikon D7100"), so cross-category text neighbours are compatible items.
+    This is the only complement evidence a cold product (never ordered) has before any model is asked."""
+    rows = embeddings.rows()
+    ids = list(rows)
+    index = np.array([rows[pid] for pid in ids], dtype=np.intp)
+    target_leaf = [leaf.get(pid) for pid in ids]
+    present = [p for p in sources if p.id in rows]
+    out: list[Candidate] = []
+    for start in range(0, len(present), block):
+        group = present[start : start + block]
+        sims = embeddings.vectors[[rows[p.id] for p in group]] @ embeddings.vectors[index].T
+        for i, product in enumerate(group):
+            own_leaf = leaf.get(product.id)
+            kept = 0
+            for j in _top_k(sims[i], 4 * per_product + 1):
+                target, sim = ids[j], float(sims[i, j])
+                if sim < min_similarity:
+                    break
+                if target == product.id or (own_leaf is not None and target_leaf[j] == own_leaf):
+                    continue
+                out.append(_new(
+                    source=product.id, target=target, kind="complement", origins=("affinity",),
+                    same_leaf=False, text_similarity=sim,
+                ))
+                kept += 1
+                if kept >= per_product:
+                    break
     return out
 
 

@@ -58,6 +58,7 @@ NEIGHBOUR_MIN_SIMILARITY = 0.35
 CATEGORY_FANOUT = 8
 CATEGORY_PER_CATEGORY = 4
 SUBSTITUTE_MIN_SIMILARITY = 0.3
+AFFINITY_MIN_SIMILARITY = 0.5
 VERIFY_EXTRA = 5
 
 
@@ -293,6 +294,9 @@ def run_pipeline(
         from_similarity = cand.similarity_candidates(
             targets, embeddings, members=members, per_product=settings.max_substitutes + VERIFY_EXTRA,
             min_similarity=SUBSTITUTE_MIN_SIMILARITY)
+        from_similarity += cand.affinity_candidates(
+            targets, embeddings, leaf={p.id: p.leaf_category for p in products}, per_product=settings.max_complements,
+            min_similarity=AFFINITY_MIN_SIMILARITY)
         run.write_frame("similarity", candidates_frame(from_similarity))
         state.done(StageReport(stage="similarity", items_in=len(targets), items_out=len(from_similarity),
                                wall_seconds=time.perf_counter() - started))

@@ -41,6 +41,10 @@ views of one observation (the order log), not independent votes."""
 SAME_LEAF_COMPLEMENT_FACTOR: Final[float] = 0.6
 """Complements favour a different leaf category: two cases are rarely bought for one phone."""
 UNVERIFIED_DISCOUNT: Final[float] = 0.8
+AFFINITY_FACTOR: Final[float] = 0.75
+"""A complement found only by textual affinity (no order ever links the pair) is scored without the
+behaviour term -- for a cold product, absence of orders is no evidence against -- and then discounted, so a
+pair the order log supports ranks above one that merely shares names."""
 COPURCHASE_SATURATION: Final[float] = 3.0
 """Orders at which co-purchase support reaches 1 - 1/e of its weight: 3 orders is a pattern, 1 is chance."""
 
@@ -171,15 +175,25 @@ def signals_of(candidate: Candidate) -> dict[Source, float | None]:
     }
 
 
+def _affinity_only(candidate: Candidate) -> bool:
+    return candidate.origins == ("affinity",)
+
+
+def _score(candidate: Candidate, available: frozenset[Source]) -> float:
+    if _affinity_only(candidate):
+        available = available - BEHAVIOUR_SOURCES
+    score = combine(candidate.kind, signals_of(candidate), available, same_leaf=candidate.same_leaf,
+                    near_duplicate=candidate.near_duplicate)
+    return score * AFFINITY_FACTOR if _affinity_only(candidate) else score
+
+
 def prescore(candidate: Candidate, available: frozenset[Source]) -> float:
     """The score without the judge: what decides which pairs the judge sees."""
-    return combine(candidate.kind, signals_of(candidate), available - {"llm"}, same_leaf=candidate.same_leaf,
-                   near_duplicate=candidate.near_duplicate)
+    return _score(candidate, available - {"llm"})
 
 
 def final_score(candidate: Candidate, available: frozenset[Source]) -> float:
-    return combine(candidate.kind, signals_of(candidate), available, same_leaf=candidate.same_leaf,
-                   near_duplicate=candidate.near_duplicate)
+    return _score(candidate, available)
 
 
 def evidence_of(candidate: Candidate, available: frozenset[Source]) -> Evidence:
