@@ -116,6 +116,14 @@ def ingest(
             f"interactions: {baskets.height} lines in {baskets['basket_id'].n_unique()} baskets "
             f"over {baskets['product_id'].n_unique()} products"
         )
+        log = interactions.report
+        if log.unknown_product_rows or log.duplicates:
+            out.print(
+                f"  {log.unknown_product_rows} lines name products outside the catalog "
+                f"(e.g. {', '.join(log.unknown_product_sample[:3]) or '-'}), {log.duplicates} duplicate lines folded"
+            )
+        for row_error in log.rejected[:show]:
+            out.print(f"  {log.source} row {row_error.row} (line {row_error.line}): {row_error.reason}", markup=False)
     if report.rejected:
         table = Table("row", "id", "reason", title="rejected rows")
         for row_error in report.rejected[:show]:
