@@ -37,7 +37,7 @@ def gunicorn_argv(settings: ServeSettings, app_ref: str = "serve.wsgi:app") -> l
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.workers),
-        "--access-logfile", "-" if os.environ.get("SHELFGRAPH_ACCESS_LOG") else "/dev/null",
+        "--access-logfile", "-" if settings.access_log else "/dev/null",
         # workers build their index before answering: a large graph takes minutes, which a short
         # timeout would mistake for a hung worker
         "--timeout", "600",
