@@ -208,10 +208,17 @@ def get_product(product_id: str) -> Response:
 
 def _lookup(product_id: str, kind: str) -> Response:
     s = state()
-    params = parse_lookup_params(request.args, s.settings)
     index = s.holder.index
     if index is None:
         index = _index()  # raises the 503
+    # The index is immutable, so a lookup's answer is a function of (version, kind, id, query string):
+    # hot products are answered from the per-version cache, which a reload drops with the old index.
+    renderer = renderer_for(index)
+    key = (kind, product_id, request.query_string)
+    cached = renderer.cached(key)
+    if cached is not None:
+        return Response(cached, status=200, mimetype="application/json")
+    params = parse_lookup_params(request.args, s.settings)
     method = index.complements if kind == "complement" else index.substitutes
     try:
         result = method(
@@ -225,7 +232,8 @@ def _lookup(product_id: str, kind: str) -> Response:
         )
     except UnknownProduct:
         raise ApiError(404, "unknown_product", "unknown product id", {"product_id": product_id}) from None
-    body = renderer_for(index).neighbours(result, index.version)
+    body = renderer.neighbours(result, index.version)
+    renderer.remember(key, body)
     return Response(body, status=200, mimetype="application/json")
 
 

@@ -13,6 +13,11 @@ from serve.index import GraphIndex, Neighbour, NeighbourList
 
 MAX_MEMO = 250_000
 """Fragments kept per index (~150 bytes each): hot products stay cached, memory stays bounded."""
+MAX_RESPONSES = 50_000
+"""Whole lookup responses kept per index (~2 KB each at k=10, so <= ~100 MB per worker). Storefront traffic
+is skewed to hot products; a full cache is emptied at once (cheaper than LRU bookkeeping per request)."""
+ResponseKey = tuple[str, str, bytes]
+"""(kind, product id, raw query string): the whole input of a lookup."""
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -22,6 +27,16 @@ class Renderer:
     def __init__(self) -> None:
         self._products: dict[str, str] = {}
         self._reasons: dict[tuple[str, ...], str] = {}
+        self._responses: dict[ResponseKey, str] = {}
+
+    def cached(self, key: ResponseKey) -> str | None:
+        """A response rendered before for exactly this lookup on this index version."""
+        return self._responses.get(key)
+
+    def remember(self, key: ResponseKey, body: str) -> None:
+        if len(self._responses) >= MAX_RESPONSES:
+            self._responses.clear()
+        self._responses[key] = body
 
     def _item(self, n: Neighbour) -> str:
         head = self._products.get(n.product_id)
