@@ -3,13 +3,17 @@ prompt's response model. Pure functions, no litellm, so the batch importer and t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from distill.prompts import T
+
+FormatLevel = Literal["json_schema", "json_object", "none"]
+"""How strictly JSON output is requested: a JSON schema, any JSON object, or nothing (prompt only)."""
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
@@ -52,3 +56,30 @@ def parse_answer(text: str | None, model: type[T]) -> tuple[T | None, str | None
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:20]
         )
         return None, f"it does not match the schema ({problems})"
+
+
+@functools.lru_cache(maxsize=256)
+def response_format(level: FormatLevel, model: type[BaseModel]) -> dict[str, Any] | None:
+    # Cached: building a JSON schema costs milliseconds, per request that is a visible share of the CPU.
+    # Callers must not mutate the returned dict (litellm copies request params before transforming them).
+    if level == "json_schema":
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "answer"
+        # strict=False: OpenAI's strict mode demands every field be required, which optional fields break.
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False}}
+    if level == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def read_response(response: Any) -> tuple[str | None, int, int]:
+    """(content, input tokens, output tokens) from a litellm ModelResponse or an OpenAI-shaped dict."""
+    if isinstance(response, dict):
+        message = response["choices"][0]["message"]
+        usage = response.get("usage") or {}
+        content = message.get("content")
+        return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    content = response.choices[0].message.content
+    usage = getattr(response, "usage", None)
+    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    return content, prompt_tokens, completion_tokens

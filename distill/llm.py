@@ -9,28 +9,25 @@ import functools
 import json
 import os
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal
 
 from pydantic import BaseModel
 
-from distill.answers import extract_json, parse_answer
+from distill.answers import FormatLevel, parse_answer, read_response, response_format
 from distill.cache import CacheEntry, ResponseCache, cache_key
 from distill.errors import BudgetExceeded, ConfigError, LLMError, TerminalLLMError
 from distill.prompts import RenderedPrompt, T
-from distill.ratelimit import IntervalLimiter, TokenBucket
+from distill.ratelimit import IntervalLimiter, TokenBucket, retry_after
 from distill.settings import DistillSettings
 from graph_schema.models import LLMUsage, Rejection
 
 Mode = Literal["live", "export"]
-FormatLevel = Literal["json_schema", "json_object", "none"]
 CompletionFn = Callable[..., Awaitable[Any]]
 
 # Sent after an answer that did not validate. Fixed text (no catalog data), so it lives with the retry logic.
@@ -122,52 +119,6 @@ class _Counters:
 def _estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
     # ~4 characters per token plus per-message framing: only used for budget and TPM reservations.
     return sum(len(m["content"]) for m in messages) // 4 + 8 * len(messages)
-
-
-@functools.lru_cache(maxsize=256)
-def _response_format(level: FormatLevel, model: type[BaseModel]) -> dict[str, Any] | None:
-    # Cached: building a JSON schema costs milliseconds, per request that is a visible share of the CPU.
-    # Callers must not mutate the returned dict (litellm copies request params before transforming them).
-    if level == "json_schema":
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "answer"
-        # strict=False: OpenAI's strict mode demands every field be required, which optional fields break.
-        return {"type": "json_schema", "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False}}
-    if level == "json_object":
-        return {"type": "json_object"}
-    return None
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said."""
-    candidates = [getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)]
-    for headers in candidates:
-        if not headers:
-            continue
-        try:
-            if (ms := headers.get("retry-after-ms")) is not None:
-                return max(0.0, float(ms) / 1000)
-            if (value := headers.get("retry-after")) is not None:
-                try:
-                    return max(0.0, float(value))
-                except ValueError:
-                    return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError, AttributeError):
-            continue
-    return None
-
-
-def _read_response(response: Any) -> tuple[str | None, int, int]:
-    """(content, input tokens, output tokens) from a litellm ModelResponse or an OpenAI-shaped dict."""
-    if isinstance(response, dict):
-        message = response["choices"][0]["message"]
-        usage = response.get("usage") or {}
-        content = message.get("content")
-        return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    content = response.choices[0].message.content
-    usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    return content, prompt_tokens, completion_tokens
 
 
 def _item(prompt: RenderedPrompt[Any]) -> str:
@@ -353,7 +304,7 @@ class LLMGateway:
                     await self._rpm.acquire()
                 if self._tpm is not None:
                     await self._tpm.acquire(estimate[0])
-                response = await self._complete(model, messages, _response_format(level, prompt.response_model))
+                response = await self._complete(model, messages, response_format(level, prompt.response_model))
             except (_BudgetStop, asyncio.CancelledError):
                 self._release(estimate)
                 raise
@@ -384,7 +335,7 @@ class LLMGateway:
                     raise _Exhausted(f"{model}: {attempts} attempts, last {type(exc).__name__}") from exc
                 await self._sleep(self._delay(attempts, exc))
                 continue
-            content, input_tokens, output_tokens = _read_response(response)
+            content, input_tokens, output_tokens = read_response(response)
             cost = self.estimate_cost(model, input_tokens, output_tokens)
             self._settle(estimate, input_tokens + output_tokens, cost)
             counters.calls += 1
@@ -450,7 +401,7 @@ class LLMGateway:
         raise exc  # not a provider error: a bug, let it surface unchanged
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
-        asked = _retry_after(exc)
+        asked = retry_after(exc)
         if asked is not None:
             return min(asked, self._retry_after_cap)
         # Full jitter: spreads a burst of 429s so the retries do not collide again.
@@ -504,7 +455,7 @@ class LLMGateway:
                     "temperature": self.settings.llm_temperature,
                 }
                 schema_model: type[BaseModel] = prompt.response_model
-                fmt = _response_format(self._format.get(model, "json_schema"), schema_model)
+                fmt = response_format(self._format.get(model, "json_schema"), schema_model)
                 if fmt is not None:
                     body["response_format"] = fmt
                 line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
@@ -542,7 +493,7 @@ class LLMGateway:
                 rejections.append(Rejection(stage=stage, item=_item(prompt), reason=f"batch request failed (HTTP {response.get('status_code')})", raw=detail))
                 continue
             try:
-                content, input_tokens, output_tokens = _read_response(response["body"])
+                content, input_tokens, output_tokens = read_response(response["body"])
             except (KeyError, IndexError, TypeError, ValueError):
                 counters.failed_calls += 1
                 rejections.append(Rejection(stage=stage, item=_item(prompt), reason="batch response has no message", raw=line[:2000]))

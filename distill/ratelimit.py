@@ -3,7 +3,9 @@ timing with an injectable sleep and clock, so tests run on a virtual clock."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
 
 
 class IntervalLimiter:
@@ -49,3 +51,22 @@ class TokenBucket:
 
     def settle(self, estimated: int, actual: int) -> None:
         self._tokens -= actual - estimated
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said."""
+    candidates = [getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)]
+    for headers in candidates:
+        if not headers:
+            continue
+        try:
+            if (ms := headers.get("retry-after-ms")) is not None:
+                return max(0.0, float(ms) / 1000)
+            if (value := headers.get("retry-after")) is not None:
+                try:
+                    return max(0.0, float(value))
+                except ValueError:
+                    return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return None

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from distill.cache import ResponseCache, cache_key
 from distill.errors import BudgetExceeded, ConfigError, TerminalLLMError
-from distill.llm import LLMGateway, extract_json, parse_answer
+from distill.answers import extract_json, parse_answer
+from distill.llm import LLMGateway
 from distill.prompts import ChatMessage, RenderedPrompt, data_block
 from distill.settings import DistillSettings
 from tests.fakes.openai_server import Failure, FakeOpenAIServer, first_user_content
