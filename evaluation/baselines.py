@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import polars as pl
 
+from distill.behaviour import CoPurchase
 from graph_schema.models import Product
 
 if TYPE_CHECKING:
@@ -24,16 +25,13 @@ BASELINE_NAMES: Final[tuple[BaselineName, ...]] = (
 )
 
 
+_NO_BASKET_CAP: Final = 2**31 - 1
+
+
 class Ranker(Protocol):
     def rank(self, query_ids: Sequence[str], k: int) -> list[list[str]]:
         """The top-k ids per query, best first, the query itself excluded."""
         ...
-
-
-def basket_popularity(baskets: pl.DataFrame) -> dict[str, int]:
-    """Number of baskets each product is in."""
-    counts = baskets.select("basket_id", "product_id").unique().group_by("product_id").len("n")
-    return dict(zip(counts["product_id"].to_list(), counts["n"].to_list(), strict=True))
 
 
 def _by_popularity(ids: Sequence[str], counts: Mapping[str, int]) -> list[str]:
@@ -83,24 +81,15 @@ class CategoryPopularityBaseline:
 class CooccurrenceBaseline:
     """Partners by number of shared training baskets (ties: more popular first, then id)."""
 
-    def __init__(self, baskets: pl.DataFrame) -> None:
-        rows = baskets.select("basket_id", "product_id").unique()
-        counts = basket_popularity(rows)
-        pairs = (
-            rows.join(rows, on="basket_id", suffix="_b")
-            .filter(pl.col("product_id") != pl.col("product_id_b"))
-            .group_by("product_id", "product_id_b")
-            .len("count")
+    def __init__(self, copurchase: CoPurchase) -> None:
+        popularity = copurchase.popularity_counts.rename({"product_id": "b", "n": "pop"})
+        ranked = (
+            copurchase.pairs.select("a", "b", "count")
+            .join(popularity, on="b", how="left")
+            .sort(["a", "count", "pop", "b"], descending=[False, True, True, False])
         )
-        pop = pl.DataFrame({"product_id_b": list(counts), "pop": list(counts.values())},
-                           schema={"product_id_b": pl.String, "pop": pl.Int64})
-        pairs = pairs.join(pop, on="product_id_b", how="left").sort(
-            ["product_id", "count", "pop", "product_id_b"], descending=[False, True, True, False]
-        )
-        grouped = pairs.group_by("product_id", maintain_order=True).agg(pl.col("product_id_b"))
-        self._partners: dict[str, list[str]] = dict(
-            zip(grouped["product_id"].to_list(), grouped["product_id_b"].to_list(), strict=True)
-        )
+        grouped = ranked.group_by("a", maintain_order=True).agg(pl.col("b"))
+        self._partners: dict[str, list[str]] = dict(zip(grouped["a"].to_list(), grouped["b"].to_list(), strict=True))
 
     def rank(self, query_ids: Sequence[str], k: int) -> list[list[str]]:
         return [self._partners.get(q, [])[:k] for q in query_ids]
@@ -123,11 +112,14 @@ def build_baselines(
     train_baskets: pl.DataFrame, products: Sequence[Product], retriever: CatalogRetriever | None
 ) -> dict[BaselineName, Ranker]:
     """Every baseline over the same training baskets; text_similarity only when a retriever is given."""
-    counts = basket_popularity(train_baskets)
+    # The pipeline's own counting, without its basket-size cap or minimum support: the baselines are the raw
+    # training behaviour.
+    copurchase = CoPurchase.from_baskets(train_baskets, min_support=1, max_basket_size=_NO_BASKET_CAP)
+    counts = copurchase.popularity()
     rankers: dict[BaselineName, Ranker] = {
         "popularity": PopularityBaseline(counts, [p.id for p in products]),
         "category_popularity": CategoryPopularityBaseline(counts, products),
-        "cooccurrence": CooccurrenceBaseline(train_baskets),
+        "cooccurrence": CooccurrenceBaseline(copurchase),
     }
     if retriever is not None:
         rankers["text_similarity"] = TextSimilarityBaseline(retriever)
