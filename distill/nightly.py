@@ -97,7 +97,7 @@ def nightly(
     current = store.current_version()
     if current is None:
         result = run_pipeline(products, interactions, settings, gateway=gateway, progress=progress, encoder=encoder)
-        version = publish(result, store, parent=None)
+        version = publish(result, store)
         return NightlyResult(None, version, CatalogDiff(new=tuple(p.id for p in products)), result, "full",
                              ["no version was published yet: ran a full distillation"])
     try:

@@ -463,7 +463,8 @@ def _merge_reused(
 
 
 def publish(result: DistillResult, store: GraphStore, *, parent: str | None = None) -> GraphVersion:
-    """Publish a completed run as a new graph version (the store switches `current` atomically)."""
+    """Publish a completed run as a new graph version (the store switches `current` atomically). The parent
+    version defaults to the store's current one, whichever store it is."""
     if not result.complete:
         raise StageError(f"run {result.run_id} stopped at {result.stopped_at} with pending requests; nothing to publish")
     counts = {"complement": 0, "substitute": 0}
@@ -478,7 +479,7 @@ def publish(result: DistillResult, store: GraphStore, *, parent: str | None = No
         models=result.models,
         prompt_versions=result.prompt_versions,
         llm=result.report.llm,
-        parent_version=parent,
+        parent_version=parent if parent is not None else store.current_version(),
         run_report=result.report,
     )
     stored = store.publish(result.products, result.relations, manifest)

@@ -181,7 +181,7 @@ def distill(
         from distill.store import open_store
 
         store = _run(lambda: open_store(settings))
-        version = _run(lambda: pipeline.publish(result, store, parent=store.current_version()))
+        version = _run(lambda: pipeline.publish(result, store))
         out.print(f"published graph version [bold]{version.version_id}[/] to {settings.store if to is None else to}")
 
 
@@ -201,7 +201,7 @@ def publish_cmd(
     settings = _settings(data_dir, store=to)
     result = _run(lambda: pipeline.load_result(settings.runs_dir / run_id))
     store = _run(lambda: open_store(settings))
-    version = _run(lambda: pipeline.publish(result, store, parent=store.current_version()))
+    version = _run(lambda: pipeline.publish(result, store))
     out.print(f"published graph version [bold]{version.version_id}[/] to {to}")
 
 
@@ -229,7 +229,7 @@ def nightly(
     result = _run(
         lambda: run_nightly(list(catalog.products), interactions, settings, store, gateway=gateway, progress=progress)
     )
-    out.print(result.summary() if hasattr(result, "summary") else str(result))
+    out.print(result.summary(), markup=False)
 
 
 @app.command()
@@ -403,7 +403,7 @@ def demo(
     )
     _print_report(result.report)
     store = _run(lambda: open_store(settings, "embedded"))
-    version = _run(lambda: pipeline.publish(result, store, parent=store.current_version()))
+    version = _run(lambda: pipeline.publish(result, store))
     out.print(f"published graph version [bold]{version.version_id}[/] ({version.relation_counts}) in {data_dir}")
     example = _demo_product(result.relations, catalog)
     out.print("\nTry it:")
@@ -416,7 +416,7 @@ def demo(
         from serve.server import serve_forever
         from serve.settings import ServeSettings
 
-        _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))  # type: ignore[call-arg]
+        _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))
 
 
 def _demo_product(relations: list, catalog: Catalog) -> str:  # type: ignore[type-arg]

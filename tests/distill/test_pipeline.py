@@ -25,7 +25,7 @@ from distill.pipeline import (
 from distill.scoring import combine, template_reasons
 from distill.settings import DistillSettings
 from distill.store.embedded import EmbeddedStore
-from graph_schema.models import Evidence, Product
+from graph_schema.models import Evidence, GraphVersion, Product
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder, make_responder, sample_subset
 
@@ -295,3 +295,25 @@ def test_budget_stop_is_reported_and_the_rerun_resumes_without_repeating_calls(t
         prompts = fake.calls_by_prompt()
         assert max(prompts.values()) == 1, "no prompt was sent twice"
         assert result.report.llm.cached_calls >= 1
+
+
+def test_publish_defaults_the_parent_to_the_stores_current_version(llm_run) -> None:
+    """Whatever the store (the Neo4j store does not derive it itself), a new version names its parent."""
+    result, _, _, _ = llm_run
+
+    class RecordingStore:
+        def __init__(self) -> None:
+            self.manifests: list[GraphVersion] = []
+
+        def current_version(self) -> str | None:
+            return self.manifests[-1].version_id if self.manifests else None
+
+        def publish(self, products: object, relations: object, manifest: GraphVersion) -> GraphVersion:
+            self.manifests.append(manifest)
+            return manifest
+
+    store = RecordingStore()
+    first = publish(result, store)  # type: ignore[arg-type]
+    second = publish(result, store)  # type: ignore[arg-type]
+    assert first.parent_version is None
+    assert second.parent_version == first.version_id
