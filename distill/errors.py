@@ -12,6 +12,7 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     │   ├── TerminalLLMError      not worth retrying: auth, bad request, context window
     │   └── BudgetExceeded        the run's money/token budget would be exceeded; state is resumable
     └── StageError                a pipeline stage cannot run (missing input of an earlier stage)
+        └── QualityGateFailed     (nightly) the new version is clearly worse than the current one
 """
 
 
@@ -53,3 +54,7 @@ class BudgetExceeded(LLMError):
 
 class StageError(ShelfgraphError):
     pass
+
+
+class QualityGateFailed(StageError):
+    """The nightly gate refused a version: it scored clearly worse than the current one on the label fold."""

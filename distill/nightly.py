@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from distill.errors import StageError, VersionNotFound
+from distill.errors import QualityGateFailed, StageError, VersionNotFound
 from distill.pipeline import DistillResult, publish, run_pipeline
 from distill.settings import DistillSettings
 from graph_schema.models import GraphVersion, Product, catalog_fingerprint
@@ -117,5 +117,21 @@ def nightly(
         f"incremental from {current}: {len(diff.new)} new, {len(diff.changed)} changed, {len(diff.removed)} removed, "
         f"{len(diff.refreshed)} refreshed; {len(products) - len(only)} products reused"
     )
+    _gate(result, previous, interactions, settings)
     version = publish(result, store, parent=current)
     return NightlyResult(current, version, diff, result, "incremental")
+
+
+def _gate(result: DistillResult, previous: PublishedGraph, interactions: Interactions | None,
+          settings: DistillSettings) -> None:
+    """Refuse to publish a version clearly worse than the current one (settings.quality_gate_max_drop)."""
+    from distill.rank.gate import quality_gate
+
+    if settings.quality_gate_max_drop is None:
+        return
+    verdict = quality_gate(result.relations, previous.relations(),
+                           interactions.baskets if interactions is not None else None,
+                           max_drop=settings.quality_gate_max_drop)
+    result.report.notes.append(verdict.reason)
+    if not verdict.passed:
+        raise QualityGateFailed(f"{verdict.reason}; nothing published (run {result.run_id} is kept)")

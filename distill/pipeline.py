@@ -14,12 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import polars as pl
+
 from distill import candidates as cand
 from distill.candidates import Candidate, EmbeddingTable, candidates_frame, candidates_from_frame
 from distill.enrich import enrich, reason_counts
 from distill.errors import StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
+from distill.rank.stage import LLM_SCHEMA, LLMEvidence, RankResult, rank_complements
 from distill.runs import CachedEncoder, RunDir, RunInfo, RunState, new_run_id
 from distill.scoring import Source, best_per_source, prescore, to_relation
 from distill.settings import DistillSettings
@@ -27,6 +30,7 @@ from distill.verify import shortlist, verify
 from graph_schema.models import (
     GraphVersion,
     Product,
+    RankerSummary,
     Rejection,
     Relation,
     RunReport,
@@ -41,10 +45,10 @@ if TYPE_CHECKING:
     from distill.store.base import GraphStore, PublishedGraph
 
 StageName = Literal[
-    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"
+    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "rank", "prune"
 ]
 STAGES: tuple[StageName, ...] = (
-    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"
+    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "rank", "prune"
 )
 LLM_STAGES = frozenset({"enrich", "propose", "ground", "verify"})
 
@@ -271,7 +275,8 @@ def run_pipeline(
     # --- 4. behaviour -------------------------------------------------------------------------------------
     if state.cached("behaviour"):
         from_behaviour = candidates_from_frame(run.read_frame("behaviour"))
-    elif behaviour_on:
+    elif behaviour_on and llm:
+        # These candidates feed the judge's shortlist; without a model the rank stage builds its own pool.
         assert interactions is not None
         started = time.perf_counter()
         with _status(progress, f"behaviour: candidates for {len(targets)} products"):
@@ -284,7 +289,8 @@ def run_pipeline(
         from_behaviour = []
         run.write_frame("behaviour", candidates_frame(from_behaviour))
         state.skipped("behaviour", "no interactions given" if interactions is None or interactions.baskets.height == 0
-                      else "use_behaviour is off")
+                      else "use_behaviour is off" if not settings.use_behaviour
+                      else "no model to shortlist for (the rank stage builds its own candidates)")
 
     # --- 5. similarity ------------------------------------------------------------------------------------
     if state.cached("similarity"):
@@ -294,7 +300,7 @@ def run_pipeline(
         from_similarity = cand.similarity_candidates(
             targets, embeddings, members=members, per_product=settings.max_substitutes + VERIFY_EXTRA,
             min_similarity=SUBSTITUTE_MIN_SIMILARITY)
-        from_similarity += cand.affinity_candidates(
+        from_similarity += [] if not llm else cand.affinity_candidates(
             targets, embeddings, leaf={p.id: p.leaf_category for p in products}, per_product=settings.max_complements,
             min_similarity=AFFINITY_MIN_SIMILARITY)
         run.write_frame("similarity", candidates_frame(from_similarity))
@@ -340,18 +346,26 @@ def run_pipeline(
         run.write_frame("verify", candidates_frame(judged))
         state.skipped("verify", _no_llm_reason(settings, gateway))
 
-    # --- 7. score ---------------------------------------------------------------------------------------------
-    if state.cached("score"):
-        scored = run.read_relations("score")
+    # --- 7. rank: complements by the ranker learned from this shop's baskets, substitutes by the formula ---
+    if state.cached("rank"):
+        scored = run.read_relations("rank")
+        state.report.ranker = RankerSummary.model_validate_json(run.file("ranker", "json").read_text("utf-8"))
     else:
         started = time.perf_counter()
-        with _status(progress, f"score: {len(judged)} candidates"):
-            best, cut = best_per_source(judged, available, max_complements=settings.max_complements,
+        with _status(progress, f"rank: {len(targets)} products"):
+            ranked = _rank(enriched, interactions, embeddings, targets, judged, settings, run_id, model, by_id)
+            substitutes = [c for c in judged if c.kind == "substitute"]
+            best, cut = best_per_source(substitutes, available, max_complements=settings.max_complements,
                                         max_substitutes=settings.max_substitutes)
-            scored = [to_relation(c, available, run_id, model, by_id, score) for score, c in best]
-        run.write_relations("score", scored)
-        state.done(StageReport(stage="score", items_in=len(judged), items_out=len(scored), rejected=cut,
-                               rejection_reasons={"beyond twice the degree cap": cut} if cut else {},
+            scored = [*ranked.relations, *(to_relation(c, available, run_id, model, by_id, score) for score, c in best)]
+        if ranked.model_text is not None:
+            run.file("ranker", "txt").write_text(ranked.model_text, encoding="utf-8")
+        run.file("ranker", "json").write_text(ranked.summary.model_dump_json(indent=2), encoding="utf-8")
+        state.report.ranker = ranked.summary
+        run.write_relations("rank", scored)
+        state.report.notes.append(f"complement ranker: {ranked.summary.reason}")
+        state.done(StageReport(stage="rank", items_in=len(judged), items_out=len(scored), rejected=cut,
+                               rejection_reasons={"substitutes beyond twice the degree cap": cut} if cut else {},
                                wall_seconds=time.perf_counter() - started))
 
     # --- 8. prune ---------------------------------------------------------------------------------------------
@@ -406,6 +420,31 @@ def _behaviour_candidates(
     return found
 
 
+def _rank(
+    enriched: Sequence[Product], interactions: Interactions | None, embeddings: EmbeddingTable | None,
+    targets: Sequence[Product], judged: Sequence[Candidate], settings: DistillSettings, run_id: str,
+    model: str | None, by_id: dict[str, Product],
+) -> RankResult:
+    from distill.behaviour import DEFAULT_MAX_BASKET_SIZE
+    from distill.prune import find_near_duplicates
+
+    vectors = None
+    if embeddings is not None:
+        rows = embeddings.rows()
+        vectors = embeddings.vectors[[rows[p.id] for p in enriched]] if all(p.id in rows for p in enriched) else None
+    llm_rows = [(c.source, c.target, c.llm_score, c.retrieval_score, c.llm_reason, c.query) for c in judged
+                if c.kind == "complement" and (c.llm_score is not None or "llm" in c.origins)]
+    llm = LLMEvidence(pl.DataFrame(llm_rows, schema=LLM_SCHEMA, orient="row")) if llm_rows else LLMEvidence.empty()
+    baskets = interactions.baskets if interactions is not None and interactions.baskets.height else None
+    return rank_complements(
+        enriched, baskets, vectors, [p.id for p in targets], llm=llm, max_complements=settings.max_complements,
+        max_basket_size=DEFAULT_MAX_BASKET_SIZE, near_duplicates=find_near_duplicates(list(enriched), vectors),
+        run_id=run_id, model=model, prompt_version=PROMPT_VERSIONS["verify"] if llm_rows else None,
+        use_behaviour=settings.use_behaviour, use_text=settings.use_text_similarity,
+        learned=settings.use_learned_ranker,
+    )
+
+
 def _merge_pool(
     raw: Sequence[Candidate], by_id: dict[str, Product], embeddings: EmbeddingTable | None,
     products: Sequence[Product], retriever: Any,
@@ -442,7 +481,7 @@ def _prune(
     near_duplicates = {frozenset((c.source, c.target)) for c in near}
     result = prune(relations, by_id, max_complements=settings.max_complements,
                    max_substitutes=settings.max_substitutes, min_score=settings.min_score,
-                   near_duplicates=near_duplicates)
+                   min_complement_score=settings.min_complement_score, near_duplicates=near_duplicates)
     return list(result.relations), list(result.rejections)
 
 
@@ -480,6 +519,7 @@ def publish(result: DistillResult, store: GraphStore, *, parent: str | None = No
         prompt_versions=result.prompt_versions,
         llm=result.report.llm,
         parent_version=parent if parent is not None else store.current_version(),
+        ranker=result.report.ranker,
         run_report=result.report,
     )
     stored = store.publish(result.products, result.relations, manifest)

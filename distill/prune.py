@@ -67,10 +67,11 @@ def prune(
     max_complements: int,
     max_substitutes: int,
     min_score: float,
+    min_complement_score: float | None = None,
     near_duplicates: set[frozenset[str]] | None = None,
 ) -> PruneResult:
     """Steps, in order: (1) self loops and ids not in `products`; (2) copies of one (source, target, kind)
-    merged; (3) score < min_score; (4) complements between near-duplicate listings; (5) every substitute
+    merged; (3) score < min_score (`min_complement_score` for complements when given); (4) complements between near-duplicate listings; (5) every substitute
     a->b gets its mirror b->a (same score, reasons, evidence) unless b->a survived on its own; (6) degree caps:
     each source keeps its `max_complements` best complements; substitute PAIRS are taken best first and a
     pair is kept only while BOTH ends are under `max_substitutes`, so the result stays symmetric."""
@@ -94,8 +95,9 @@ def prune(
     for key, copies in groups.items():
         merged, extra = _merge(copies)
         rejections.extend(_reject(c, "duplicate", f"merged into the copy scored {merged.score:.3f}") for c in extra)
-        if merged.score < min_score:
-            rejections.append(_reject(merged, "below_threshold", f"{merged.score:.3f} < {min_score:.3f}"))
+        floor = min_score if merged.kind == "substitute" or min_complement_score is None else min_complement_score
+        if merged.score < floor:
+            rejections.append(_reject(merged, "below_threshold", f"{merged.score:.3f} < {floor:.3f}"))
         elif merged.kind == "complement" and frozenset((merged.source, merged.target)) in near:
             rejections.append(_reject(merged, "near_duplicate_complement"))
         else:

@@ -48,11 +48,21 @@ class DistillSettings(BaseSettings):
     # --- graph shape -----------------------------------------------------------------------------------
     max_complements: int = Field(default=10, ge=1)
     max_substitutes: int = Field(default=10, ge=1)
-    min_score: float = Field(default=0.2, ge=0, le=1)
+    min_score: float = Field(default=0.2, ge=0, le=1, description="substitutes below this score are dropped")
+    min_complement_score: float = Field(
+        default=0.0, ge=0, le=1,
+        description="complements below this calibrated probability of sharing a basket are dropped (0: keep each "
+                    "product's max_complements best; storefronts filter per request with min_score)")
     # --- evidence sources (switch off to measure what each one adds) -----------------------------------
     use_llm: bool = Field(default=True, description="use the LLM stages when a model is configured")
     use_behaviour: bool = Field(default=True, description="use co-purchase evidence when logs are given")
     use_text_similarity: bool = Field(default=True, description="use embedding/BM25 similarity evidence")
+    quality_gate_max_drop: float | None = Field(
+        default=0.1, ge=0, le=1,
+        description="nightly refuses a version whose NDCG@10 on the label fold is more than this share below the "
+                    "current version's (unset: no gate)")
+    use_learned_ranker: bool = Field(
+        default=True, description="fit the complement ranker on the interactions (off: best single evidence ordering)")
     min_copurchase_support: int = Field(default=2, ge=1)
     max_rejected_rows: float = Field(
         default=0.05, ge=0, description="ingest stops when more rows are rejected: a share (<1) or a count (>=1)"

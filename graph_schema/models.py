@@ -181,6 +181,33 @@ class StageReport(BaseModel):
     skip_reason: str | None = None
 
 
+class RankerSummary(BaseModel):
+    """How a run ordered its complements: the learned model (a run artefact) or the model-free ordering
+    that replaced it, with the validation figures on the held-back label part that decided it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    """`lambdarank` (a model fitted on the shop's own interactions) or `ordering` (one evidence source)."""
+    ordering: str | None = None
+    reason: str
+    model_file: str | None = None
+    """Path of the LightGBM model text, relative to the run folder."""
+    label_share: float = 0.0
+    feature_baskets: NonNegativeInt = 0
+    label_baskets: NonNegativeInt = 0
+    train_groups: NonNegativeInt = 0
+    valid_groups: NonNegativeInt = 0
+    positives: NonNegativeInt = 0
+    rounds: NonNegativeInt = 0
+    validation: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """name -> {hit, ndcg} at 10 on held-back label groups: the learned ranker and each single-source ordering."""
+    importances: dict[str, float] = Field(default_factory=dict)
+    """Feature -> share of the model's total split gain."""
+    candidates: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Generator -> {added: candidate pairs it proposed, kept: served complements it proposed}."""
+
+
 class RunReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -191,6 +218,7 @@ class RunReport(BaseModel):
     """`full`, or `incremental` for a nightly run that re-distilled only what changed."""
     stages: list[StageReport] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    ranker: RankerSummary | None = None
 
     @property
     def llm(self) -> LLMUsage:
@@ -214,6 +242,8 @@ class GraphVersion(BaseModel):
     prompt_versions: list[str] = Field(default_factory=list)
     llm: LLMUsage = Field(default_factory=LLMUsage)
     parent_version: str | None = None
+    ranker: RankerSummary | None = None
+    """The complement ranker of the run that built this version (its model file lives in the run folder)."""
     run_report: RunReport | None = None
 
     @field_validator("version_id")

@@ -92,7 +92,7 @@ def test_no_model_runs_model_free_stages_and_says_which_were_skipped(tmp_path: P
     assert kinds == {"complement", "substitute"}
     assert all(r.provenance.model is None and r.provenance.prompt_version is None for r in result.relations)
     # Every stage left its output in the run folder.
-    for name in ("enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "score", "prune"):
+    for name in ("enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "rank", "prune"):
         assert (result.run_dir / f"{name}.parquet").exists() or (result.run_dir / f"{name}.jsonl").exists(), name
     report = json.loads((result.run_dir / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]][:3] == ["enrich", "propose", "ground"]
@@ -164,7 +164,7 @@ def test_rerun_of_one_stage_and_resume_make_no_model_calls(catalog, llm_run) -> 
     calls = server.call_count
     score_file = first.run_dir / "score.parquet"
     before = score_file.stat().st_mtime_ns
-    again = run_pipeline(products, interactions, settings, run_id=first.run_id, rerun={"score"}, progress=False,
+    again = run_pipeline(products, interactions, settings, run_id=first.run_id, rerun={"rank"}, progress=False,
                          encoder=HashingEncoder())
     assert server.call_count == calls
     assert score_file.stat().st_mtime_ns != before
