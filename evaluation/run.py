@@ -36,7 +36,7 @@ from evaluation.metrics import (
     reason_quality,
     score_rankings,
 )
-from graph_schema.models import GraphVersion, Product, Relation, catalog_fingerprint
+from graph_schema.models import GraphVersion, Product, RankerSummary, Relation, catalog_fingerprint
 from graph_schema.tables import edges_frame, nodes_frame
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from serve.index import GraphIndex
 
 DatasetKind = Literal["bundlerec", "amazon2018", "baskets"]
-VariantName = Literal["full", "no_behaviour", "no_text_similarity", "no_llm"]
+VariantName = Literal["full", "no_behaviour", "no_text_similarity", "no_learned_ranker", "no_llm"]
 RunPipeline = Callable[..., Any]
 """`distill.pipeline.run_pipeline` or a wrapper with its signature (tests wrap it to watch its input)."""
 
@@ -82,6 +82,8 @@ class VariantResult(BaseModel):
     run_id: str
     distill_seconds: float
     settings: dict[str, bool]
+    ranker: RankerSummary | None = None
+    """How the complements were ordered: the learned model's validation figures, or why an ordering replaced it."""
 
 
 class EvalMeta(BaseModel):
@@ -171,6 +173,18 @@ class EvalResult(BaseModel):
             f"{g.relation_counts.get('substitute', 0)} substitute relations; outside the catalog: "
             f"{g.outside_catalog_share:.1%}; complement lists served from: {dict(g.served_from)}", markup=False
         )
+        if g.ranker is not None:
+            r = g.ranker
+            console.print(f"complement ranker: {r.reason}", markup=False)
+            if r.validation:
+                console.print("  held-back label groups (hit@10 / ndcg@10): " + "; ".join(
+                    f"{name} {m['hit']:.3f}/{m['ndcg']:.3f}" for name, m in r.validation.items()), markup=False)
+            if r.importances:
+                console.print("  top features (gain share): " + ", ".join(
+                    f"{name} {share:.2f}" for name, share in list(r.importances.items())[:8]), markup=False)
+            if r.candidates:
+                console.print("  candidates added/served per source: " + ", ".join(
+                    f"{name} {c['added']}/{c['kept']}" for name, c in r.candidates.items() if c["added"]), markup=False)
         console.print("reasons sharing a content word with the bundle intent: "
                       + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a (no intents)"), markup=False)
         console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()),
@@ -213,7 +227,8 @@ def _metric_dict(m: RankingMetrics) -> Mapping[str, float | int | None]:
 def _graph_dict(v: VariantResult) -> dict[str, Any]:
     return {"relations": v.relation_counts, "outside_catalog_share": v.outside_catalog_share,
             "served_from": v.served_from, "run_id": v.run_id, "distill_seconds": round(v.distill_seconds, 3),
-            "settings": v.settings}
+            "settings": v.settings,
+            "ranker": v.ranker.model_dump(mode="json", exclude={"candidates"}) if v.ranker is not None else None}
 
 
 # ============================================================================================ loading
@@ -322,6 +337,7 @@ def _variants(settings: DistillSettings, llm_active: bool, ablations: bool) -> d
     if ablations:
         variants["no_behaviour"] = settings.model_copy(update={"use_behaviour": False})
         variants["no_text_similarity"] = settings.model_copy(update={"use_text_similarity": False})
+        variants["no_learned_ranker"] = settings.model_copy(update={"use_learned_ranker": False})
         if llm_active:
             variants["no_llm"] = settings.model_copy(update={"use_llm": False})
     return variants
@@ -405,7 +421,9 @@ def evaluate(
                 served_from=sources, run_id=result.run_id, distill_seconds=seconds,
                 settings={"use_llm": variant_settings.use_llm and variant_settings.llm_model is not None,
                           "use_behaviour": variant_settings.use_behaviour,
-                          "use_text_similarity": variant_settings.use_text_similarity},
+                          "use_text_similarity": variant_settings.use_text_similarity,
+                          "use_learned_ranker": variant_settings.use_learned_ranker},
+                ranker=result.report.ranker,
             )
             if name == "full":
                 records, full_graph = variant_records, graph

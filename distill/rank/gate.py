@@ -16,6 +16,8 @@ from distill.rank.labels import split_baskets
 from graph_schema.models import Relation
 
 K = 10
+Z_CLEAR = 2.0
+"""Standard errors a drop must exceed to count (about 97.5% one-sided under a normal approximation)."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,17 @@ def _top(relations: Iterable[Relation], k: int) -> dict[str, list[str]]:
     return {s: [t for _, t in sorted(v)[:k]] for s, v in lists.items()}
 
 
-def _score(top: dict[str, list[str]], groups: list[tuple[str, frozenset[str]]], k: int) -> tuple[float, float]:
-    hit = ndcg = 0.0
+def _score(top: dict[str, list[str]], groups: list[tuple[str, frozenset[str]]], k: int) -> tuple[float, list[float]]:
+    """Hit@k and the per-query NDCG@k."""
+    hits = 0.0
+    ndcgs: list[float] = []
     for source, relevant in groups:
         ranked = top.get(source, [])
         dcg = sum(1.0 / math.log2(i + 2) for i, t in enumerate(ranked[:k]) if t in relevant)
         ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
-        hit += 1.0 if dcg > 0 else 0.0
-        ndcg += dcg / ideal
-    n = max(len(groups), 1)
-    return hit / n, ndcg / n
+        hits += 1.0 if dcg > 0 else 0.0
+        ndcgs.append(dcg / ideal)
+    return hits / max(len(groups), 1), ndcgs
 
 
 def label_queries(baskets: pl.DataFrame, max_basket_size: int = 50) -> list[tuple[str, frozenset[str]]]:
@@ -67,14 +70,21 @@ def quality_gate(new: Iterable[Relation], current: Iterable[Relation], baskets: 
     groups = label_queries(baskets) if baskets is not None and baskets.height else []
     if not groups:
         return GateResult(True, 0.0, 0.0, 0.0, 0.0, 0, "no interactions to judge the new version by")
-    new_hit, new_ndcg = _score(_top(new, k), groups, k)
-    cur_hit, cur_ndcg = _score(_top(current, k), groups, k)
+    new_hit, new_each = _score(_top(new, k), groups, k)
+    cur_hit, cur_each = _score(_top(current, k), groups, k)
+    new_ndcg, cur_ndcg = sum(new_each) / len(groups), sum(cur_each) / len(groups)
     floor = cur_ndcg * (1.0 - max_drop)
-    passed = new_ndcg >= floor
+    # "Clearly worse": below the floor AND a paired drop beyond noise (Z_CLEAR standard errors), so a small
+    # log's few label queries do not refuse a version by chance.
+    diffs = [c - n for n, c in zip(new_each, cur_each, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / len(diffs))
+    significant = mean > Z_CLEAR * spread
+    passed = new_ndcg >= floor or not significant
     verdict = "passed" if passed else "refused"
     return GateResult(
         passed, new_ndcg, cur_ndcg, new_hit, cur_hit, len(groups),
         f"quality gate {verdict}: NDCG@{k} {new_ndcg:.4f} (hit {new_hit:.3f}) vs current {cur_ndcg:.4f} "
         f"(hit {cur_hit:.3f}) on {len(groups)} label queries; the floor is {floor:.4f} "
-        f"(at most {max_drop:.0%} below the current version)",
+        f"(at most {max_drop:.0%} below the current version); paired drop {mean:.4f} +- {spread:.4f}",
     )

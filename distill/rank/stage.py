@@ -138,7 +138,8 @@ def rank_complements(
     frame = _drop_near_duplicates(frame, catalog, near_duplicates)
     top = frame.sort(["s", "key", "target_pop", "t"], descending=[False, True, True, False]).group_by("s", maintain_order=True).head(
         max_complements)
-    relations = _relations(top, catalog, full, llm_rows, run_id=run_id, model=model, prompt_version=prompt_version)
+    relations = _relations(top, catalog, feature_behaviour, llm_rows, run_id=run_id, model=model,
+                           prompt_version=prompt_version)
 
     kept = top["origins"].to_numpy()
     added = pool["origins"].to_numpy()

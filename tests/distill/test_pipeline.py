@@ -85,8 +85,13 @@ def test_no_model_runs_model_free_stages_and_says_which_were_skipped(tmp_path: P
     stages = {s.stage: s for s in result.report.stages}
     for name in LLM_STAGES:
         assert stages[name].skipped and "no model configured" in (stages[name].skip_reason or "")
-    assert not stages["behaviour"].skipped and stages["behaviour"].items_out > 0
+    # Without a model the judge's shortlist is not needed: the rank stage builds its own pool from the log.
+    assert stages["behaviour"].skipped and "rank stage" in (stages["behaviour"].skip_reason or "")
     assert not stages["similarity"].skipped and stages["similarity"].items_out > 0
+    assert not stages["rank"].skipped and stages["rank"].items_out > 0
+    ranker = result.report.ranker
+    assert ranker is not None and ranker.candidates["copurchase"]["added"] > 0
+    assert (result.run_dir / "ranker.json").exists()
     assert result.report.llm.calls == 0
     kinds = {r.kind for r in result.relations}
     assert kinds == {"complement", "substitute"}
@@ -162,7 +167,7 @@ def test_rerun_of_one_stage_and_resume_make_no_model_calls(catalog, llm_run) -> 
     products, interactions = catalog
     first, _, server, settings = llm_run
     calls = server.call_count
-    score_file = first.run_dir / "score.parquet"
+    score_file = first.run_dir / "rank.parquet"
     before = score_file.stat().st_mtime_ns
     again = run_pipeline(products, interactions, settings, run_id=first.run_id, rerun={"rank"}, progress=False,
                          encoder=HashingEncoder())
