@@ -135,11 +135,14 @@ _ENRICH_SYSTEM = (
 )
 
 PROPOSE_NAME: Final[str] = "propose"
-PROPOSE_VERSION: Final[str] = "propose-v1"
+PROPOSE_VERSION: Final[str] = "propose-v2"
+"""v2: complements are what else goes in the same basket (the convention the graph is judged by), varieties
+of the same kind included; v1 asked only for items 'for the same use'."""
 _PROPOSE_SYSTEM = (
     "You are a retail merchandising expert. " + _DATA_RULE + " "
     "The data describes one representative product of a product type sold by a shop. Propose "
-    "`complements`: items a shopper buys together with it for the same use (accessories, consumables, add-ons), "
+    "`complements`: what else a shopper puts in the same basket with it (accessories, consumables, add-ons, and "
+    "other varieties or flavours of the same kind that people buy together), "
     "and `substitutes`: items a shopper would buy instead of it. Write each as a short, specific shopper-style "
     "search phrase (2 to 8 words; include size or compatibility when it matters, e.g. 'screen protector for "
     "6.1 inch phone') with a one-line `reason`. You do not see the shop's catalog: never name product ids or "
@@ -148,14 +151,18 @@ _PROPOSE_SYSTEM = (
 )
 
 VERIFY_NAME: Final[str] = "verify"
-VERIFY_VERSION: Final[str] = "verify-v1"
+VERIFY_VERSION: Final[str] = "verify-v2"
+"""v2: a complement's score is how likely the candidate lands in the same basket (accessory or variety alike),
+the question the graph is judged by; v1 asked 'for the same use', which scored real basket mates low."""
 _VERIFY_SYSTEM = (
     "You judge candidate relations between products of one shop. " + _DATA_RULE + " "
     "The data holds one `source` product and `pairs`, each a `candidate` product and a `kind`: "
-    "'complement' means a shopper who buys the source would also buy the candidate for the same use (a case for that phone); 'substitute' "
-    "means the candidate could be bought instead of the source (a comparable item). For every pair return "
-    "`source` and `target` (the candidate's id), both copied exactly, the `kind`, a `score` from 0 (wrong or "
-    "incompatible) to 1 (clearly right and compatible), and a one-line `reason` a shopper would understand. "
+    "for 'complement' the `score` is how likely a shopper who buys the source puts the candidate in the same "
+    "basket (an accessory or consumable for it, or another variety of the same kind bought alongside it, "
+    "such as a second flavour); for 'substitute' it is how likely the candidate is bought instead of the "
+    "source (a comparable item). For every pair return "
+    "`source` and `target` (the candidate's id), both copied exactly, the `kind`, a `score` from 0 (unlikely "
+    "or incompatible) to 1 (very likely), and a one-line `reason` a shopper would understand. "
     'Answer with JSON only: {"judgements": [{"source": "...", "target": "...", "kind": "complement", '
     '"score": 0.0, "reason": "..."}]}'
 )

@@ -13,6 +13,7 @@ import pytest
 
 from distill.catalog import Interactions
 from distill.errors import BudgetExceeded, StageError
+from distill.prompts import PROMPT_VERSIONS
 from distill.pipeline import (
     DistillResult,
     export_batch,
@@ -158,7 +159,7 @@ def test_full_run_with_model_explains_every_relation(llm_run, catalog) -> None:
     assert len(enriched) == len(products) and all(p.keyphrases for p in enriched)
     judged = [r for r in result.relations if r.evidence.llm_score is not None]
     assert judged and all(r.provenance.model == "openai/fake-model" for r in judged)
-    assert all(r.provenance.prompt_version == "verify-v1" for r in judged)
+    assert all(r.provenance.prompt_version == PROMPT_VERSIONS["verify"] for r in judged)
     grounded = [r for r in result.relations if r.evidence.query]
     assert grounded and any(any(reason.startswith("matches '") for reason in r.reasons) for r in grounded)
 
@@ -194,7 +195,7 @@ def test_publish_and_reload_from_the_run_folder(tmp_path: Path, catalog, llm_run
     version = publish(result, store)
     assert version.product_count == len(products)
     assert sum(version.relation_counts.values()) == len(result.relations)
-    assert version.models == ["openai/fake-model"] and "verify-v1" in version.prompt_versions
+    assert version.models == ["openai/fake-model"] and PROMPT_VERSIONS["verify"] in version.prompt_versions
     assert version.llm.calls == result.report.llm.calls > 0
     graph = store.load()
     assert graph.edges.height == len(result.relations)
