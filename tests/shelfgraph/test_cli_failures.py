@@ -3,6 +3,7 @@ exit, and publishes nothing; catalogs with duplicate lines ingest with the count
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -35,3 +36,29 @@ def test_distill_against_a_closed_port_exits_non_zero_naming_connection_refused(
     assert "published graph version" not in result.output
     graph = tmp_path / "graph"
     assert not graph.exists() or not any(graph.iterdir())
+
+
+def _gift_cards_with_repeats(path: Path) -> Path:
+    lines = [json.dumps({"asin": f"G{i}", "title": f"Gift card {i}", "category": ["Gift Cards"]}) + "\n"
+             for i in range(30)]
+    path.write_text("".join([*lines, *lines[:12]]), encoding="utf-8")  # 12 of 42 lines repeat earlier ones
+    return path
+
+
+def test_ingest_of_an_amazon_dump_with_duplicate_lines_reports_the_folded_count(tmp_path: Path) -> None:
+    meta = _gift_cards_with_repeats(tmp_path / "meta_Gift_Cards.json")
+    result = runner.invoke(app, ["ingest", str(meta), "--dataset", "amazon2018"])
+    assert result.exit_code == 0, result.output
+    assert "30 products accepted, 0 rejected, 12 identical duplicate rows folded" in " ".join(result.output.split())
+
+
+def test_max_rejected_comes_from_the_option_or_the_environment(tmp_path: Path) -> None:
+    meta = _gift_cards_with_repeats(tmp_path / "meta.json")
+    with meta.open("a", encoding="utf-8") as handle:
+        handle.write("{broken\n" * 4)  # 4 of 46 rows: more than the default 5%
+    assert runner.invoke(app, ["ingest", str(meta), "--dataset", "amazon2018"]).exit_code == 1
+    by_env = runner.invoke(app, ["ingest", str(meta), "--dataset", "amazon2018"],
+                           env={"SHELFGRAPH_MAX_REJECTED_ROWS": "0.1"})
+    assert by_env.exit_code == 0, by_env.output
+    by_option = runner.invoke(app, ["ingest", str(meta), "--dataset", "amazon2018", "--max-rejected", "4"])
+    assert by_option.exit_code == 0 and "4 rejected" in by_option.output, by_option.output
