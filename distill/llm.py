@@ -180,6 +180,8 @@ class LLMGateway:
         self._stages: dict[str, _Counters] = {}
         self._format: dict[str, FormatLevel] = {}
         self._pending: dict[str, RenderedPrompt[Any]] = {}
+        self.answered_models: set[str] = set()
+        """Every model whose answer (fresh or cached) this gateway returned: provenance of the run."""
         self._spent_usd = 0.0
         self._spent_tokens = 0
         self._reserved_usd = 0.0
@@ -292,6 +294,7 @@ class LLMGateway:
                 f"{answered} of {len(prompts)} prompts answered. Every answer is cached in {self.cache.path}: "
                 "re-running resumes from the cache without paying for them again."
             )
+        self.answered_models.update(r.model for r in results if r is not None and r.value is not None and r.model)
         return [r for r in results if r is not None]
 
     def _from_cache(self, prompt: RenderedPrompt[T]) -> CallResult[T] | None:

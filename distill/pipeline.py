@@ -371,8 +371,12 @@ def run_pipeline(
     if not llm:
         state.report.notes.append(f"no model: {_no_llm_reason(settings, gateway)}; LLM stages skipped")
     run.write_report(state.report)
+    # A resumed run reuses stage outputs answered in an earlier attempt: keep the models that answered those.
+    answered = {*(gateway.answered_models if gateway is not None else ()), *(run.read_models() or ())}
+    models = models_used(final, answered, model)
+    run.write_models(models)
     return DistillResult(run_id, enriched, final, state.rejections, state.report, run.path, fingerprint,
-                         [model] if model else [], list(PROMPT_VERSIONS.values()) if llm else [])
+                         models, list(PROMPT_VERSIONS.values()) if llm else [])
 
 
 @contextmanager
@@ -417,6 +421,12 @@ def _merge_pool(
     near = find_near_duplicates(list(products), retriever)
     return [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
             for c in pool]
+
+
+def models_used(relations: Sequence[Relation], answered: Collection[str], configured: str | None) -> list[str]:
+    """GraphVersion.models: every model that answered (a fallback included), not just the configured one."""
+    found = {r.provenance.model for r in relations if r.provenance.model} | set(answered)
+    return sorted(found) if found else ([configured] if configured else [])
 
 
 def _no_llm_reason(settings: DistillSettings, gateway: LLMGateway | None) -> str:
@@ -498,10 +508,11 @@ def load_result(run_dir: Path) -> DistillResult:
     info = run.read_info()
     if info is None or not run.has("prune") or not run.has("products"):
         raise StageError(f"run {run.run_id} did not finish; re-run `shelfgraph distill --run-id {run.run_id}`")
+    relations = run.read_relations("prune")
     return DistillResult(
-        run_id=run.run_id, products=run.read_products("products"), relations=run.read_relations("prune"),
+        run_id=run.run_id, products=run.read_products("products"), relations=relations,
         rejections=run.read_rejections(), report=run.read_report(), run_dir=run.path,
-        catalog_fingerprint=info.catalog_fingerprint, models=[info.model] if info.model else [],
+        catalog_fingerprint=info.catalog_fingerprint, models=run.read_models() or models_used(relations, (), info.model),
         prompt_versions=sorted(info.prompt_versions.values()),
     )
 

@@ -6,6 +6,7 @@ failed publish never repeats paid model calls. Owns the file layout of a run; kn
     runs/<run_id>/<stage>.jsonl       records (proposals, judgements)
     runs/<run_id>/rejections.jsonl    everything any stage refused, with its reason
     runs/<run_id>/report.json         the RunReport, rewritten after every stage
+    runs/<run_id>/models.json         the models that answered (GraphVersion.models of a later publish)
     embeddings/<encoder>.npz          text embeddings by text hash, shared by runs (CachedEncoder)
 """
 
@@ -160,6 +161,16 @@ class RunDir:
         if not path.exists():
             return None
         return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_models(self, models: Sequence[str]) -> Path:
+        """models.json: every model that answered a prompt of this run (fallbacks included)."""
+        return self.write_json("models.json", sorted(models))
+
+    def read_models(self) -> list[str] | None:
+        path = self.path / "models.json"
+        if not path.exists():
+            return None
+        return [str(m) for m in json.loads(path.read_text(encoding="utf-8"))]
 
     def write_json(self, name: str, payload: object) -> Path:
         path = self.path / name
