@@ -20,7 +20,16 @@ from distill.enrich import enrich, reason_counts
 from distill.errors import StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
-from distill.runs import CachedEncoder, RunDir, RunInfo, RunState, new_run_id
+from distill.runs import (
+    CachedEncoder,
+    RunDir,
+    RunInfo,
+    RunState,
+    interactions_fingerprint,
+    new_run_id,
+    shaping_settings,
+    stale_stages,
+)
 from distill.scoring import Source, best_per_source, prescore, to_relation
 from distill.settings import DistillSettings
 from distill.verify import shortlist, verify
@@ -181,17 +190,22 @@ def run_pipeline(
         product_count=len(products), model=model, prompt_versions=dict(PROMPT_VERSIONS) if llm else {},
         parent_version=reuse.manifest.version_id if reuse is not None else None,
         only=sorted(only) if only is not None else None,
+        interactions_fingerprint=interactions_fingerprint(interactions.baskets if interactions is not None else None),
+        settings=shaping_settings(settings),
     )
     old_info = run.read_info()
-    if old_info is not None and old_info.model_dump(exclude={"mode"}) != info.model_dump(exclude={"mode"}):
+    if old_info is not None and old_info.identity() != info.identity():
         raise StageError(f"run {run_id} exists with different inputs (catalog, model or scope); use a new run id")
-    run.write_info(info)
     unknown_rerun = set(rerun) - set(STAGES)
     if unknown_rerun:
         raise StageError(f"unknown stages {sorted(unknown_rerun)}; stages are {list(STAGES)}")
+    stale = stale_stages(old_info, info) if old_info is not None else {}
+    rerun = {*rerun, *stale}  # changed interactions or settings re-run the stages they feed, never reuse them
+    run.write_info(info)
     first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type,unused-ignore]
     run.discard(STAGES[first_rerun:])
     state = RunState(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
+    state.report.notes.extend(f"re-ran from {stage}: {why}" for stage, why in stale.items())
     targets = [p for p in products if only is None or p.id in only]
     previous = {p.id: p for p in reuse.products()} if reuse is not None else {}
 
