@@ -211,14 +211,15 @@ def _lookup(product_id: str, kind: str) -> Response:
     index = s.holder.index
     if index is None:
         index = _index()  # raises the 503
-    # The index is immutable, so a lookup's answer is a function of (version, kind, id, query string):
+    # The index is immutable, so a lookup's answer is a function of (version, kind, id, parameters):
     # hot products are answered from the per-version cache, which a reload drops with the old index.
+    # Keyed on the parsed parameters (validated first), so spellings of one lookup share an entry.
+    params = parse_lookup_params(request.args, s.settings)
     renderer = renderer_for(index)
-    key = (kind, product_id, request.query_string)
+    key = (kind, product_id, params)
     cached = renderer.cached(key)
     if cached is not None:
         return Response(cached, status=200, mimetype="application/json")
-    params = parse_lookup_params(request.args, s.settings)
     method = index.complements if kind == "complement" else index.substitutes
     try:
         result = method(
