@@ -32,8 +32,16 @@ LOOKUP_PARAMS = frozenset({"k", "min_score", "category", "price_min", "price_max
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-_Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_ID_LENGTH = 256
+"""The longest catalog id (graph_schema.models.ProductId); a longer one cannot name a product."""
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 """Taken verbatim: catalog ids never carry edge whitespace, so " cam1" is simply unknown."""
+
+
+def _check_id(product_id: str) -> None:
+    if len(product_id) > MAX_ID_LENGTH:
+        raise ApiError(400, "invalid_parameter", f"product_id: at most {MAX_ID_LENGTH} characters, got {len(product_id)}",
+                       {"parameter": "product_id", "max_length": MAX_ID_LENGTH})
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,7 @@ def _cart_json(result: CartResult, version: str) -> dict[str, Any]:
 # --- /v1 -------------------------------------------------------------------------------------------------
 @bp.get("/v1/products/<path:product_id>")
 def get_product(product_id: str) -> Response:
+    _check_id(product_id)
     index = _index()
     try:
         p = index.product(product_id)
@@ -207,6 +216,7 @@ def get_product(product_id: str) -> Response:
 
 
 def _lookup(product_id: str, kind: str) -> Response:
+    _check_id(product_id)
     s = state()
     index = s.holder.index
     if index is None:
