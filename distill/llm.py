@@ -372,8 +372,8 @@ class LLMGateway:
                 self._release(estimate)
                 counters.calls += 1
                 counters.failed_calls += 1
-                error = self._translate(exc, model, stage)
-                if isinstance(error, FormatRejected) and level != "none":
+                failure = self._translate(exc, model, stage)
+                if isinstance(failure, FormatRejected) and level != "none":
                     # The provider refused JSON mode: try the next weaker form; this request does not count.
                     # max(): a concurrent request that failed on an older level must not undo a later step.
                     weaker = _FORMAT_LEVELS.index(level) + 1
@@ -381,16 +381,16 @@ class LLMGateway:
                     self._format[model] = _FORMAT_LEVELS[max(weaker, current)]
                     attempts -= 1
                     continue
-                if isinstance(error, PromptRefused):
-                    rejection = Rejection(stage=stage, item=_item(prompt), reason=error.cause)
+                if isinstance(failure, PromptRefused):
+                    rejection = Rejection(stage=stage, item=_item(prompt), reason=failure.cause)
                     return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
-                if isinstance(error, TerminalLLMError):
-                    raise error from exc
-                self._failed(model, error)
+                if isinstance(failure, TerminalLLMError):
+                    raise failure from exc
+                self._failed(model, failure)
                 if model in self._down:
                     raise _Exhausted(f"{model}: {self._down[model]}") from exc
                 if attempts >= self.settings.llm_max_attempts:
-                    raise _Exhausted(f"{model}: {attempts} attempts, last {error.cause}") from exc
+                    raise _Exhausted(f"{model}: {attempts} attempts, last {failure.cause}") from exc
                 await self._sleep(self._delay(attempts, exc))
                 if model in self._down:  # another worker's failures opened the breaker while this one slept
                     raise _Exhausted(f"{model}: {self._down[model]}") from exc
