@@ -223,12 +223,18 @@ def _lookup(product_id: str, kind: str) -> Response:
         index = _index()  # raises the 503
     # The index is immutable, so a lookup's answer is a function of (version, kind, id, parameters):
     # hot products are answered from the per-version cache, which a reload drops with the old index.
-    # Keyed on the parsed parameters (validated first), so spellings of one lookup share an entry.
-    params = parse_lookup_params(request.args, s.settings)
+    # Answers are keyed on the parsed parameters, so spellings of one lookup share one rendering; a query
+    # string seen before (and so already validated) is an alias that skips parsing on the hot path.
     renderer = renderer_for(index)
+    alias = (kind, product_id, request.query_string)
+    cached = renderer.cached(alias)
+    if cached is not None:
+        return Response(cached, status=200, mimetype="application/json")
+    params = parse_lookup_params(request.args, s.settings)
     key = (kind, product_id, params)
     cached = renderer.cached(key)
     if cached is not None:
+        renderer.remember(alias, cached)
         return Response(cached, status=200, mimetype="application/json")
     method = index.complements if kind == "complement" else index.substitutes
     try:
@@ -245,6 +251,7 @@ def _lookup(product_id: str, kind: str) -> Response:
         raise ApiError(404, "unknown_product", "unknown product id", {"product_id": product_id}) from None
     body = renderer.neighbours(result, index.version)
     renderer.remember(key, body)
+    renderer.remember(alias, body)
     return Response(body, status=200, mimetype="application/json")
 
 

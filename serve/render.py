@@ -21,13 +21,17 @@ RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 _ENTRY_OVERHEAD = 240
 """Bytes per cached response beyond its body and id: the key tuple, the OrderedDict node and slot."""
 ResponseKey = tuple[str, str, Hashable]
-"""(kind, product id, parsed lookup parameters): the whole input of a lookup. Parsed, not the raw query
-string, so `k=3&min_score=0.1` and `min_score=0.1&k=3` (or `k=03`) share one entry."""
+"""(kind, product id, parsed lookup parameters): the whole input of a lookup, so `k=3&min_score=0.1` and
+`min_score=0.1&k=3` (or `k=03`) share one rendering. The API also files each validated raw query string as
+an alias (kind, id, bytes) of the same body, to skip parsing on a hit; aliases are LRU entries like the
+others and are charged the full body size, so the byte bound holds whatever the mix."""
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def _entry_bytes(key: ResponseKey, body: str) -> int:
     params = key[2]
+    if isinstance(params, bytes):
+        return sys.getsizeof(body) + sys.getsizeof(key[1]) + sys.getsizeof(params) + _ENTRY_OVERHEAD
     extra = sum(sys.getsizeof(v) for v in getattr(params, "__dict__", {}).values() if isinstance(v, str))
     exclude = getattr(params, "exclude", ())
     extra += sum(sys.getsizeof(v) + 16 for v in exclude) + (sys.getsizeof(exclude) if exclude else 0)
@@ -54,6 +58,11 @@ class Renderer:
 
     def __len__(self) -> int:
         return len(self._responses)
+
+    def keys(self) -> list[ResponseKey]:
+        """Cached keys, coldest first."""
+        with self._lock:
+            return list(self._responses)
 
     def cached(self, key: ResponseKey) -> str | None:
         """A response rendered before for exactly this lookup on this index version."""
