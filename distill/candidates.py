@@ -59,6 +59,8 @@ class Candidate(BaseModel):
     query_reason: str | None = None
     llm_score: float | None = None
     llm_reason: str | None = None
+    llm_model: str | None = None
+    """The model whose judgement llm_score is (a fallback model when the primary was unavailable)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -90,6 +92,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "query_reason": pl.String,
     "llm_score": pl.Float64,
     "llm_reason": pl.String,
+    "llm_model": pl.String,
 }
 
 
@@ -134,7 +137,7 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
             old = current[name]
             if new is not None and (old is None or new > old):
                 current[name] = new
-        for name in ("query", "query_reason", "llm_reason", "category_a", "category_b"):
+        for name in ("query", "query_reason", "llm_reason", "llm_model", "category_a", "category_b"):
             if current[name] is None and getattr(cand, name) is not None:
                 current[name] = getattr(cand, name)
         current["near_duplicate"] = bool(current["near_duplicate"]) or cand.near_duplicate

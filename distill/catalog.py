@@ -122,6 +122,9 @@ class IngestReport(BaseModel):
     accepted: int = 0
     rejected: list[RowError] = Field(default_factory=list)
     warnings: list[RowError] = Field(default_factory=list, description="rows kept after dropping a bad field")
+    duplicates_folded: int = Field(
+        default=0, description="rows repeating an earlier row's id with identical content, folded into it"
+    )
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -297,7 +300,8 @@ def catalog_from_records(
     resolved = (mapping or ColumnMapping()).resolve(columns)
     report = IngestReport(source=source, format=format)
     products: list[Product] = []
-    first_row: dict[str, int] = {}
+    first_row: dict[str, tuple[int, int]] = {}  # id -> (row, position in products) of the kept row
+    folded = 0
     rows_read = 0  # plain counters: assigning to a pydantic field per row costs more than the row
     for record in with_progress(records, progress, f"reading {Path(source).name}"):
         rows_read += 1
@@ -317,9 +321,6 @@ def catalog_from_records(
         if product_id is None:
             reject("missing_id", f"empty id column {resolved.id!r}")
             continue
-        if product_id in first_row:
-            reject("duplicate_id", f"duplicate id (first seen at row {first_row[product_id]}, which is kept)")
-            continue
         if not _cell_text(record.values.get(resolved.title or "")):
             reject("missing_title", f"empty title column {resolved.title!r}")
             continue
@@ -331,11 +332,22 @@ def catalog_from_records(
         except ValueError as exc:
             reject("invalid_value", str(exc))
             continue
-        first_row[product_id] = record.row
+        if product_id in first_row:
+            # Scraped dumps repeat whole lines (Amazon 2018 metadata: a third of some files). A repeat that
+            # yields the same product is folded and counted; one that differs is a conflict: both rows named.
+            first, position = first_row[product_id]
+            if products[position] == product:
+                folded += 1
+            else:
+                reject("duplicate_id", f"id {product_id!r} at rows {first} and {record.row} with different "
+                                       f"content (row {first} is kept)")
+            continue
+        first_row[product_id] = (record.row, len(products))
         products.append(product)
         report.warnings.extend(record.warnings)
     report.rows_read = rows_read
     report.accepted = len(products)
+    report.duplicates_folded = folded
     _check_threshold(report, max_rejected)
     return Catalog(products=tuple(products), report=report)
 
@@ -349,8 +361,8 @@ def _check_threshold(report: IngestReport, max_rejected: float) -> None:
         shown = "\n  ".join(str(e) for e in report.rejected[:5])
         allowed = f"{max_rejected:.1%} of rows" if max_rejected < 1 else f"{int(max_rejected)} rows"
         raise TooManyRejected(
-            f"{report.source}: {rejected} of {report.rows_read} rows rejected (allowed: {allowed}); "
-            f"first errors:\n  {shown}",
+            f"{report.source}: {rejected} of {report.rows_read} rows rejected (allowed: {allowed}; raise it with "
+            f"--max-rejected or SHELFGRAPH_MAX_REJECTED_ROWS); first errors:\n  {shown}",
             report,
         )
 

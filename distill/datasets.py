@@ -233,10 +233,12 @@ def load_amazon2018(path: Path, *, max_rejected: float = 0.05, progress: bool = 
     known = {p.id for p in catalog.products}
     sources, targets, kinds = [], [], []
     outside = 0
+    done: set[str] = set()
     for obj in objects:
         source = str(obj.get("asin", "")).strip()
-        if source not in known:
-            continue
+        if source not in known or source in done:
+            continue  # a repeated line (folded or rejected by the catalog) adds no second copy of its edges
+        done.add(source)
         for kind in ("also_buy", "also_view"):
             for target in dict.fromkeys(obj.get(kind) or ()):
                 if target in known and target != source:

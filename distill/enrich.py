@@ -41,6 +41,8 @@ class LLMCalls(Generic[A]):
     pending: list[RenderedPrompt[A]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     usage: LLMUsage = field(default_factory=LLMUsage)
+    models: dict[int, str] = field(default_factory=dict)
+    """id(prompt) -> the model that answered it (a fallback model when the primary was unavailable)."""
 
 
 def call_llm(
@@ -58,6 +60,8 @@ def call_llm(
             out.pending.append(result.prompt)
         elif result.value is not None:
             out.answered.append((result.prompt, result.value))
+            if result.model is not None:
+                out.models[id(result.prompt)] = result.model
         else:
             detail = result.rejection.reason if result.rejection is not None else "no answer"
             raw = result.rejection.raw if result.rejection is not None else None

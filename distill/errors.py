@@ -9,7 +9,12 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     │   └── VersionNotFound       the requested graph version does not exist
     ├── LLMError                  a model call failed
     │   ├── TransientLLMError     worth retrying: rate limit, timeout, 5xx, connection
-    │   ├── TerminalLLMError      not worth retrying: auth, bad request, context window
+    │   │   └── RateLimited       HTTP 429: the provider is up and asks us to wait (never opens the breaker)
+    │   ├── TerminalLLMError      not worth retrying: auth, bad request, context window; the run stops
+    │   │   ├── PromptRefused     a content filter refused this one prompt: recorded, the run goes on
+    │   │   ├── FormatRejected    the provider refused `response_format`: JSON mode is weakened, then retried
+    │   │   └── ModelUnavailable  circuit breaker: every model failed N requests in a row, or every call of a
+    │   │                         stage failed (connection refused, DNS, auth, 5xx); nothing is published
     │   └── BudgetExceeded        the run's money/token budget would be exceeded; state is resumable
     └── StageError                a pipeline stage cannot run (missing input of an earlier stage)
         └── QualityGateFailed     (nightly) the new version is clearly worse than the current one
@@ -37,15 +42,35 @@ class VersionNotFound(StoreError):
 
 
 class LLMError(ShelfgraphError):
-    pass
+    """`cause`: a few words on why (e.g. "connection refused", "authentication failed (HTTP 401)")."""
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 class TransientLLMError(LLMError):
     pass
 
 
+class RateLimited(TransientLLMError):
+    pass
+
+
 class TerminalLLMError(LLMError):
     pass
+
+
+class PromptRefused(TerminalLLMError):
+    """Terminal for one prompt only: asking again gets the same refusal, other prompts are unaffected."""
+
+
+class FormatRejected(TerminalLLMError):
+    """The request is refused because of its `response_format`; the same prompt without it may work."""
+
+
+class ModelUnavailable(TerminalLLMError):
+    """No model can answer (the circuit breaker opened). `cause` names why: connection refused, DNS, ..."""
 
 
 class BudgetExceeded(LLMError):

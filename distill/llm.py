@@ -9,6 +9,8 @@ import functools
 import json
 import os
 import random
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +23,17 @@ from pydantic import BaseModel
 
 from distill.answers import FormatLevel, parse_answer, read_response, response_format
 from distill.cache import CacheEntry, ResponseCache, cache_key
-from distill.errors import BudgetExceeded, ConfigError, LLMError, TerminalLLMError
+from distill.errors import (
+    BudgetExceeded,
+    ConfigError,
+    FormatRejected,
+    LLMError,
+    ModelUnavailable,
+    PromptRefused,
+    RateLimited,
+    TerminalLLMError,
+    TransientLLMError,
+)
 from distill.prompts import RenderedPrompt, T
 from distill.ratelimit import IntervalLimiter, TokenBucket, retry_after
 from distill.settings import DistillSettings
@@ -37,6 +49,12 @@ REPAIR_INSTRUCTION = (
 )
 _FORMAT_LEVELS: tuple[FormatLevel, ...] = ("json_schema", "json_object", "none")
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+# Provider error codes of a content-filter refusal: OpenAI chat and images, Azure OpenAI (and its inner code).
+# Matched on the structured `code`, never on message wording (which changes between client releases).
+_REFUSAL_CODES = frozenset({"content_policy_violation", "content_filter", "responsibleaipolicyviolation",
+                            "moderation_blocked"})
+# Request fields whose rejection means "this provider does not do JSON mode" (weaken it, do not stop).
+_FORMAT_PARAMS = ("response_format", "json_schema", "json_object")
 
 
 @functools.cache
@@ -162,12 +180,17 @@ class LLMGateway:
         self._stages: dict[str, _Counters] = {}
         self._format: dict[str, FormatLevel] = {}
         self._pending: dict[str, RenderedPrompt[Any]] = {}
+        self.answered_models: set[str] = set()
+        """Every model whose answer (fresh or cached) this gateway returned: provenance of the run."""
         self._spent_usd = 0.0
         self._spent_tokens = 0
         self._reserved_usd = 0.0
         self._reserved_tokens = 0
         self._output_seen = (0, 0)  # (tokens, answers): running mean for output estimates
         self._budget_hit = False
+        self._streak: dict[str, int] = {}  # model -> failed requests since its last answer (circuit breaker)
+        self._down: dict[str, str] = {}  # model -> why the breaker opened; no more requests go to it
+        self._last_cause: dict[str, str] = {}
         self._rpm = IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
         self._tpm = TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
 
@@ -205,8 +228,9 @@ class LLMGateway:
     def run_many(
         self, prompts: Sequence[RenderedPrompt[T]], *, stage: str, progress: bool = True
     ) -> list[CallResult[T]]:
-        """Answer every prompt (same order). Raises TerminalLLMError or BudgetExceeded; answers obtained
-        before either are cached, so re-running resumes without repeating them."""
+        """Answer every prompt (same order). Raises TerminalLLMError (ModelUnavailable when the circuit breaker
+        opened for every model or no prompt got an answer) or BudgetExceeded; answers obtained before either
+        are cached, so re-running resumes without repeating them."""
         return asyncio.run(self.arun_many(prompts, stage=stage, progress=progress))
 
     async def arun_many(
@@ -231,8 +255,10 @@ class LLMGateway:
         semaphore_size = min(self.settings.llm_concurrency, max(1, len(todo)))
 
         with _progress_bar(progress and bool(todo), stage, len(todo)) as advance:
+            unanswered = 0  # prompts every model failed (transient errors until attempts ran out)
 
             async def worker() -> None:
+                nonlocal unanswered
                 for positions in queue:
                     if self._budget_hit:
                         return
@@ -240,6 +266,8 @@ class LLMGateway:
                         result = await self._answer(prompts[positions[0]], stage)
                     except _BudgetStop:
                         return
+                    if result.value is None and result.model is None and result.rejection is not None:
+                        unanswered += 1
                     for position in positions:
                         results[position] = replace(result, prompt=prompts[position])
                     advance()
@@ -253,6 +281,10 @@ class LLMGateway:
                     # A terminal error in one worker cancelled the others: surface it (its __cause__, the
                     # provider's exception, is kept), not the group.
                     raise _first_error(failed)  # noqa: B904
+                if unanswered == len(todo) and not self._budget_hit:
+                    # Not one prompt of the stage got an answer: publishing without its evidence would be
+                    # worse than a run without a model, so the run stops here.
+                    raise self._unavailable(stage, f"all {len(todo)} prompts of the stage failed")
 
         if self._budget_hit:
             answered = sum(1 for r in results if r is not None and r.value is not None)
@@ -262,6 +294,7 @@ class LLMGateway:
                 f"{answered} of {len(prompts)} prompts answered. Every answer is cached in {self.cache.path}: "
                 "re-running resumes from the cache without paying for them again."
             )
+        self.answered_models.update(r.model for r in results if r is not None and r.value is not None and r.model)
         return [r for r in results if r is not None]
 
     def _from_cache(self, prompt: RenderedPrompt[T]) -> CallResult[T] | None:
@@ -279,16 +312,43 @@ class LLMGateway:
     async def _answer(self, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
         failures: list[str] = []
         for model in self._models:
+            if model in self._down:
+                failures.append(f"{model}: {self._down[model]}")
+                continue
             try:
                 return await self._ask(model, prompt, stage)
             except _Exhausted as exc:
                 failures.append(str(exc))
+        if all(model in self._down for model in self._models):
+            raise self._unavailable(stage, "failed requests in a row opened the circuit breaker")
         return CallResult(
             prompt,
             None,
             Rejection(stage=stage, item=_item(prompt), reason="llm unavailable: " + " | ".join(failures)),
             cached=False,
         )
+
+    def _unavailable(self, stage: str, why: str) -> ModelUnavailable:
+        causes = {model: self._down.get(model) or self._last_cause.get(model, "no answer") for model in self._models}
+        named = "; ".join(f"{model!r}: {cause}" for model, cause in causes.items())
+        where = f" at {self.settings.llm_api_base}" if self.settings.llm_api_base else ""
+        return ModelUnavailable(
+            f"{stage}: no model answered{where} ({why}): {named}. The run stopped and nothing was published; "
+            "check llm_api_base / SHELFGRAPH_LLM_API_BASE, the API key and that the model server is up. "
+            "Answers obtained so far are cached.",
+            cause=next(iter(causes.values())),
+        )
+
+    def _failed(self, model: str, error: LLMError) -> None:
+        """Circuit breaker: `llm_breaker_failures` failed requests in a row (no answer between them) mark a model
+        down for the rest of the run, so an unreachable server stops the run instead of failing every prompt."""
+        self._last_cause[model] = error.cause
+        if isinstance(error, RateLimited):
+            return  # the provider is up and answered; backoff handles it
+        self._streak[model] = self._streak.get(model, 0) + 1
+        if self._streak[model] >= self.settings.llm_breaker_failures:
+            self._down.setdefault(
+                model, f"{self._last_cause[model]} ({self._streak[model]} failed requests in a row)")
 
     async def _ask(self, model: str, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
         counters = self._stage(stage)
@@ -308,12 +368,12 @@ class LLMGateway:
             except (_BudgetStop, asyncio.CancelledError):
                 self._release(estimate)
                 raise
-            except Exception as exc:  # noqa: BLE001 - classified by type just below; unknown types re-raised
+            except Exception as exc:  # noqa: BLE001 - translated by type just below; unknown types re-raised
                 self._release(estimate)
                 counters.calls += 1
                 counters.failed_calls += 1
-                verdict = self._classify(exc, level)
-                if verdict == "downgrade":
+                failure = self._translate(exc, model, stage)
+                if isinstance(failure, FormatRejected) and level != "none":
                     # The provider refused JSON mode: try the next weaker form; this request does not count.
                     # max(): a concurrent request that failed on an older level must not undo a later step.
                     weaker = _FORMAT_LEVELS.index(level) + 1
@@ -321,20 +381,21 @@ class LLMGateway:
                     self._format[model] = _FORMAT_LEVELS[max(weaker, current)]
                     attempts -= 1
                     continue
-                if verdict == "reject":
-                    reason = f"refused by {model}: {type(exc).__name__}"
-                    return CallResult(prompt, None, Rejection(stage=stage, item=_item(prompt), reason=reason),
-                                      cached=False, model=model, attempts=attempts)
-                if verdict == "terminal":
-                    status = getattr(exc, "status_code", None)
-                    raise TerminalLLMError(
-                        f"{stage}: model {model!r} refused the request ({type(exc).__name__}, HTTP {status}): {exc}. "
-                        "Not retried: check the model name, API key, api_base and prompt size."
-                    ) from exc
+                if isinstance(failure, PromptRefused):
+                    rejection = Rejection(stage=stage, item=_item(prompt), reason=failure.cause)
+                    return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
+                if isinstance(failure, TerminalLLMError):
+                    raise failure from exc
+                self._failed(model, failure)
+                if model in self._down:
+                    raise _Exhausted(f"{model}: {self._down[model]}") from exc
                 if attempts >= self.settings.llm_max_attempts:
-                    raise _Exhausted(f"{model}: {attempts} attempts, last {type(exc).__name__}") from exc
+                    raise _Exhausted(f"{model}: {attempts} attempts, last {failure.cause}") from exc
                 await self._sleep(self._delay(attempts, exc))
+                if model in self._down:  # another worker's failures opened the breaker while this one slept
+                    raise _Exhausted(f"{model}: {self._down[model]}") from exc
                 continue
+            self._streak[model] = 0
             content, input_tokens, output_tokens = read_response(response)
             cost = self.estimate_cost(model, input_tokens, output_tokens)
             self._settle(estimate, input_tokens + output_tokens, cost)
@@ -381,23 +442,42 @@ class LLMGateway:
             kwargs["api_key"] = self.settings.llm_api_key.get_secret_value()
         return await fn(**kwargs)
 
-    def _classify(self, exc: Exception, level: FormatLevel) -> Literal["transient", "terminal", "downgrade", "reject"]:
+    def _translate(self, exc: Exception, model: str, stage: str) -> LLMError:
+        """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
+        structured error code/param, not message wording). Not a provider error: re-raised unchanged."""
         lm = _litellm()
-        if isinstance(exc, lm.ContentPolicyViolationError):
-            return "reject"  # one product's text tripped a filter: record it, keep the run going
-        if isinstance(exc, lm.ContextWindowExceededError):
-            return "terminal"
-        if isinstance(exc, (lm.BadRequestError, lm.UnsupportedParamsError)) and level != "none":
-            return "downgrade"
-        if isinstance(exc, (lm.RateLimitError, lm.Timeout, lm.APIConnectionError, lm.InternalServerError,
-                            lm.ServiceUnavailableError, lm.BadGatewayError, asyncio.TimeoutError)):
-            return "transient"
-        if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
-                            lm.UnprocessableEntityError)):
-            return "terminal"
         status = getattr(exc, "status_code", None)
-        if isinstance(exc, lm.APIError) or isinstance(status, int):
-            return "transient" if isinstance(status, int) and (status >= 500 or status in _TRANSIENT_STATUS) else "terminal"
+        refusal = _refusal_code(exc)
+        if isinstance(exc, lm.ContentPolicyViolationError) or refusal is not None:
+            # one product's text tripped a filter: record it, keep the run going
+            reason = f"refused by {model}: content policy ({refusal or type(exc).__name__})"
+            return PromptRefused(f"{stage}: {reason}", cause=reason)
+        prefix = f"{stage}: model {model!r}"
+        if isinstance(exc, lm.ContextWindowExceededError):
+            return TerminalLLMError(f"{prefix}: prompt too long for the context window ({type(exc).__name__}): "
+                                    f"{exc}. Not retried.", cause="context window exceeded")
+        if isinstance(exc, lm.BadRequestError) and _about_response_format(exc):  # UnsupportedParamsError too
+            return FormatRejected(f"{prefix} does not accept the JSON mode requested: {exc}", cause="response_format")
+        if isinstance(exc, lm.RateLimitError) or status == 429:
+            return RateLimited(f"{prefix}: rate limited (HTTP 429)", cause="rate limited (HTTP 429)")
+        if isinstance(exc, (lm.Timeout, TimeoutError)):
+            cause = f"timed out after {self.settings.llm_timeout_s:g}s"
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+        cause = _connection_cause(exc) or _status_text(exc)
+        if _connection_cause(exc) is not None or isinstance(
+            exc, (lm.APIConnectionError, lm.InternalServerError, lm.ServiceUnavailableError, lm.BadGatewayError)
+        ):
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+        if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
+                            lm.UnprocessableEntityError)) or (
+            isinstance(status, int) and status < 500 and status not in _TRANSIENT_STATUS
+        ) or (isinstance(exc, lm.APIError) and not isinstance(status, int)):
+            return TerminalLLMError(
+                f"{prefix} refused the request: {cause}: {exc}. "
+                "Not retried: check the model name, API key, api_base and prompt size.", cause=cause,
+            )
+        if isinstance(status, int):
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
         raise exc  # not a provider error: a bug, let it surface unchanged
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
@@ -551,6 +631,76 @@ class LLMGateway:
             return asyncio.run(submit())
         except Exception as exc:  # noqa: BLE001 - translated into the package's error tree
             raise LLMError(f"submitting batch {path} to {provider} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what caused it (litellm wraps the SDK's error, which wraps httpx's, ...)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen and len(seen) < 16:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _error_fields(exc: BaseException, name: str) -> set[str]:
+    """Every value of the provider's structured error field `name` ("code", "param", ...), lower-cased,
+    found on the exception chain: the SDK's attribute, its JSON body, Azure's `innererror`."""
+    found: set[str] = set()
+    for link in _chain(exc):
+        places: list[Any] = [{name: getattr(link, name, None)}]
+        for holder in (getattr(link, "body", None), getattr(link, "provider_specific_fields", None)):
+            if isinstance(holder, dict):
+                places += [holder, holder.get("error"), holder.get("innererror")]
+                if isinstance(holder.get("error"), dict):
+                    places.append(holder["error"].get("innererror"))
+        for place in places:
+            value = place.get(name) if isinstance(place, dict) else None
+            if isinstance(value, str) and value:
+                found.add(value.lower())
+    return found
+
+
+def _refusal_code(exc: BaseException) -> str | None:
+    codes = _error_fields(exc, "code") & _REFUSAL_CODES
+    return min(codes) if codes else None
+
+
+def _about_response_format(exc: BaseException) -> bool:
+    """A 400 that names the JSON-mode request field: by the provider's `param` when it sets one, else by the
+    field name in the message (vLLM, Ollama and litellm's UnsupportedParamsError only name it there)."""
+    params = _error_fields(exc, "param")
+    if params:
+        return any(p.startswith(_FORMAT_PARAMS) for p in params)
+    text = str(exc).lower()
+    return any(name in text for name in _FORMAT_PARAMS)
+
+
+def _connection_cause(exc: BaseException) -> str | None:
+    """Why no request reached the model, from the OS-level error under the client's wrappers (the most
+    specific one on the chain: aiohttp's connector error is itself an OSError around the refusal)."""
+    chain = list(_chain(exc))
+    named: tuple[tuple[type[BaseException], str], ...] = (
+        (ConnectionRefusedError, "connection refused"),
+        (socket.gaierror, "DNS lookup failed (unknown host)"),
+        (ssl.SSLError, "TLS handshake failed"),
+        (ConnectionResetError, "connection reset by the server"),
+    )
+    for kind, text in named:
+        if any(isinstance(link, kind) for link in chain):
+            return text
+    for link in chain:
+        if isinstance(link, OSError) and not isinstance(link, TimeoutError) and link.errno is not None:
+            return f"cannot connect ({link.strerror or type(link).__name__})"
+    return None
+
+
+def _status_text(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    named = {401: "authentication failed", 403: "permission denied", 404: "model or endpoint not found"}
+    if isinstance(status, int):
+        return f"{named.get(status, type(exc).__name__)} (HTTP {status})"
+    return type(exc).__name__
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

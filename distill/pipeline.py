@@ -23,7 +23,16 @@ from distill.errors import StageError
 from distill.prompts import PROMPT_VERSIONS, RenderedPrompt
 from distill.propose import ProposalRecord, ground, propose
 from distill.rank.stage import LLM_SCHEMA, LLMEvidence, RankResult, rank_complements
-from distill.runs import CachedEncoder, RunDir, RunInfo, RunState, new_run_id
+from distill.runs import (
+    CachedEncoder,
+    RunDir,
+    RunInfo,
+    RunState,
+    interactions_fingerprint,
+    new_run_id,
+    shaping_settings,
+    stale_stages,
+)
 from distill.scoring import Source, best_per_source, prescore, to_relation
 from distill.settings import DistillSettings
 from distill.verify import shortlist, verify
@@ -185,17 +194,22 @@ def run_pipeline(
         product_count=len(products), model=model, prompt_versions=dict(PROMPT_VERSIONS) if llm else {},
         parent_version=reuse.manifest.version_id if reuse is not None else None,
         only=sorted(only) if only is not None else None,
+        interactions_fingerprint=interactions_fingerprint(interactions.baskets if interactions is not None else None),
+        settings=shaping_settings(settings),
     )
     old_info = run.read_info()
-    if old_info is not None and old_info.model_dump(exclude={"mode"}) != info.model_dump(exclude={"mode"}):
+    if old_info is not None and old_info.identity() != info.identity():
         raise StageError(f"run {run_id} exists with different inputs (catalog, model or scope); use a new run id")
-    run.write_info(info)
     unknown_rerun = set(rerun) - set(STAGES)
     if unknown_rerun:
         raise StageError(f"unknown stages {sorted(unknown_rerun)}; stages are {list(STAGES)}")
+    stale = stale_stages(old_info, info) if old_info is not None else {}
+    rerun = {*rerun, *stale}  # changed interactions or settings re-run the stages they feed, never reuse them
+    run.write_info(info)
     first_rerun = min((STAGES.index(s) for s in rerun), default=len(STAGES))  # type: ignore[arg-type,unused-ignore]
     run.discard(STAGES[first_rerun:])
     state = RunState(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
+    state.report.notes.extend(f"re-ran from {stage}: {why}" for stage, why in stale.items())
     targets = [p for p in products if only is None or p.id in only]
     previous = {p.id: p for p in reuse.products()} if reuse is not None else {}
 
@@ -385,8 +399,12 @@ def run_pipeline(
     if not llm:
         state.report.notes.append(f"no model: {_no_llm_reason(settings, gateway)}; LLM stages skipped")
     run.write_report(state.report)
+    # A resumed run reuses stage outputs answered in an earlier attempt: keep the models that answered those.
+    answered = {*(gateway.answered_models if gateway is not None else ()), *(run.read_models() or ())}
+    models = models_used(final, answered, model)
+    run.write_models(models)
     return DistillResult(run_id, enriched, final, state.rejections, state.report, run.path, fingerprint,
-                         [model] if model else [], list(PROMPT_VERSIONS.values()) if llm else [])
+                         models, list(PROMPT_VERSIONS.values()) if llm else [])
 
 
 @contextmanager
@@ -456,6 +474,12 @@ def _merge_pool(
     near = find_near_duplicates(list(products), retriever)
     return [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
             for c in pool]
+
+
+def models_used(relations: Sequence[Relation], answered: Collection[str], configured: str | None) -> list[str]:
+    """GraphVersion.models: every model that answered (a fallback included), not just the configured one."""
+    found = {r.provenance.model for r in relations if r.provenance.model} | set(answered)
+    return sorted(found) if found else ([configured] if configured else [])
 
 
 def _no_llm_reason(settings: DistillSettings, gateway: LLMGateway | None) -> str:
@@ -538,10 +562,11 @@ def load_result(run_dir: Path) -> DistillResult:
     info = run.read_info()
     if info is None or not run.has("prune") or not run.has("products"):
         raise StageError(f"run {run.run_id} did not finish; re-run `shelfgraph distill --run-id {run.run_id}`")
+    relations = run.read_relations("prune")
     return DistillResult(
-        run_id=run.run_id, products=run.read_products("products"), relations=run.read_relations("prune"),
+        run_id=run.run_id, products=run.read_products("products"), relations=relations,
         rejections=run.read_rejections(), report=run.read_report(), run_dir=run.path,
-        catalog_fingerprint=info.catalog_fingerprint, models=[info.model] if info.model else [],
+        catalog_fingerprint=info.catalog_fingerprint, models=run.read_models() or models_used(relations, (), info.model),
         prompt_versions=sorted(info.prompt_versions.values()),
     )
 

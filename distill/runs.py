@@ -6,6 +6,7 @@ failed publish never repeats paid model calls. Owns the file layout of a run; kn
     runs/<run_id>/<stage>.jsonl       records (proposals, judgements)
     runs/<run_id>/rejections.jsonl    everything any stage refused, with its reason
     runs/<run_id>/report.json         the RunReport, rewritten after every stage
+    runs/<run_id>/models.json         the models that answered (GraphVersion.models of a later publish)
     embeddings/<encoder>.npz          text embeddings by text hash, shared by runs (CachedEncoder)
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import polars as pl
@@ -38,8 +39,27 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{moment.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
 
 
+# Settings that change stage outputs, each with the first stage whose output it changes (every later stage
+# reads that output, so it is recomputed too). Settings not listed change no output (paths, rates, budgets).
+SHAPING_SETTINGS: Final[dict[str, str]] = {
+    "enrich_batch_size": "enrich",
+    "use_behaviour": "behaviour",
+    "use_text_similarity": "behaviour",  # the embedding table feeds the neighbour candidates
+    "min_copurchase_support": "behaviour",
+    "max_complements": "behaviour",  # candidate pool sizes per product, then the shortlist and the caps
+    "max_substitutes": "similarity",
+    "verify_batch_size": "verify",
+    "use_learned_ranker": "rank",
+    "min_score": "prune",
+    "min_complement_score": "prune",
+}
+INTERACTIONS_STAGE: Final = "behaviour"
+
+
 class RunInfo(BaseModel):
-    """run.json: the inputs that decide whether a stage output of this run can be reused."""
+    """run.json: the inputs that decide whether a stage output of this run can be reused. The catalog, model
+    and scope identify the run (a change needs a new run id); interactions and shaping settings may change
+    between attempts and re-run the stages they affect (`stale_stages`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +71,45 @@ class RunInfo(BaseModel):
     prompt_versions: dict[str, str] = Field(default_factory=dict)
     parent_version: str | None = None
     only: list[str] | None = None
+    interactions_fingerprint: str | None = None
+    """sha256 of the sorted (basket_id, product_id) rows; None = no interactions, or a run.json from before."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """The SHAPING_SETTINGS values this run's outputs were computed with."""
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"mode", "interactions_fingerprint", "settings"})
+
+
+def interactions_fingerprint(baskets: pl.DataFrame | None) -> str | None:
+    """A stable hash of the basket rows, independent of their order (a re-exported log hashes the same)."""
+    if baskets is None:
+        return None
+    rows = baskets.select(pl.col("basket_id").cast(pl.String), pl.col("product_id").cast(pl.String))
+    digest = hashlib.sha256(f"{rows.height}\n".encode())
+    for chunk in rows.sort(["basket_id", "product_id"]).iter_slices(200_000):
+        # \x1f/\x1e: separators that cannot be confused with id text; polars' own row hash is not stable
+        # across releases, so the bytes are hashed here.
+        digest.update("\x1e".join(chunk["basket_id"] + "\x1f" + chunk["product_id"]).encode("utf-8"))
+        digest.update(b"\x1d")
+    return digest.hexdigest()
+
+
+def shaping_settings(settings: BaseModel) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in SHAPING_SETTINGS}
+
+
+def stale_stages(old: RunInfo, new: RunInfo) -> dict[str, str]:
+    """Stages whose stored outputs were computed from other interactions or settings than `new` names:
+    {stage: why}. A run.json written before these were recorded counts as changed (nothing stale is reused)."""
+    stale: dict[str, str] = {}
+    if old.interactions_fingerprint != new.interactions_fingerprint:
+        stale[INTERACTIONS_STAGE] = "the interactions changed"
+    for name, stage in SHAPING_SETTINGS.items():
+        if name not in old.settings or old.settings[name] != new.settings.get(name):
+            was = old.settings.get(name, "unrecorded")
+            reason = f"{name} changed ({was} -> {new.settings.get(name)})"
+            stale[stage] = f"{stale[stage]}; {reason}" if stage in stale else reason
+    return stale
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -160,6 +219,16 @@ class RunDir:
         if not path.exists():
             return None
         return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_models(self, models: Sequence[str]) -> Path:
+        """models.json: every model that answered a prompt of this run (fallbacks included)."""
+        return self.write_json("models.json", sorted(models))
+
+    def read_models(self) -> list[str] | None:
+        path = self.path / "models.json"
+        if not path.exists():
+            return None
+        return [str(m) for m in json.loads(path.read_text(encoding="utf-8"))]
 
     def write_json(self, name: str, payload: object) -> Path:
         path = self.path / name

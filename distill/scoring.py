@@ -258,6 +258,6 @@ def to_relation(
         score=round(score, 6),
         reasons=reasons_of(candidate, evidence, source_leaf=by_id[candidate.source].leaf_category),
         evidence=evidence,
-        provenance=Provenance(run_id=run_id, model=model if (judged or proposed) else None,
+        provenance=Provenance(run_id=run_id, model=(candidate.llm_model or model) if (judged or proposed) else None,
                               prompt_version=prompt_version, stage="+".join(candidate.origins)),
     )

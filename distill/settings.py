@@ -39,6 +39,11 @@ class DistillSettings(BaseSettings):
     llm_tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit")
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_attempts: int = Field(default=4, ge=1, description="per request, transient errors and invalid output")
+    llm_breaker_failures: int = Field(
+        default=10, ge=1,
+        description="circuit breaker: a model that fails this many requests in a row (no answer between them; "
+        "429s excepted) gets no more requests this run; with every model down the run stops",
+    )
     llm_temperature: float = 0.0
     llm_budget_usd: float | None = Field(default=None, ge=0)
     llm_budget_tokens: int | None = Field(default=None, ge=0)

@@ -68,11 +68,12 @@ def verify(
     calls = call_llm(gateway, prompts, stage=STAGE, progress=progress, per_item=False)
     answers = {id(prompt): answer for prompt, answer in calls.answered}
     rejections = list(calls.rejections)
-    judged: dict[tuple[str, str, str], tuple[float, str]] = {}
+    judged: dict[tuple[str, str, str], tuple[float, str, str | None]] = {}
     for batch, prompt in zip(batches, prompts, strict=True):
         answer = answers.get(id(prompt))
         if answer is None:
             continue
+        answered_by = calls.models.get(id(prompt))  # provenance: who judged, not who was configured
         asked = {c.key for c in batch}
         for item in answer.judgements:
             key = (item.source, item.target, item.kind)
@@ -85,13 +86,14 @@ def verify(
                 rejections.append(Rejection(stage=STAGE, item=f"{item.source}->{item.target}",
                                             reason="duplicate judgement", raw=item.model_dump_json()[:2000]))
                 continue
-            judged[key] = (item.score, " ".join(item.reason.split())[:300])
+            judged[key] = (item.score, " ".join(item.reason.split())[:300], answered_by)
         for cand in batch:
             if cand.key not in judged:
                 rejections.append(Rejection(stage=STAGE, item=f"{cand.source}->{cand.target}",
                                             reason="no judgement for pair", raw=cand.kind))
     out = [
-        c.model_copy(update={"llm_score": judged[c.key][0], "llm_reason": judged[c.key][1]}) if c.key in judged else c
+        c.model_copy(update=dict(zip(("llm_score", "llm_reason", "llm_model"), judged[c.key], strict=True)))
+        if c.key in judged else c
         for c in candidates
     ]
     report = stage_report(

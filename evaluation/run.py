@@ -234,20 +234,24 @@ def _graph_dict(v: VariantResult) -> dict[str, Any]:
 # ============================================================================================ loading
 
 
-def load_eval_data(dataset: DatasetKind, path: Path, seed: int = 0, *, progress: bool = False) -> EvalData:
-    """Read a dataset and split it (see evaluation.groundtruth for the ground truth of each layout)."""
+def load_eval_data(
+    dataset: DatasetKind, path: Path, seed: int = 0, *, progress: bool = False, max_rejected: float = 0.05
+) -> EvalData:
+    """Read a dataset and split it (see evaluation.groundtruth for the ground truth of each layout).
+    `max_rejected`: the ingest threshold (settings.max_rejected_rows), a share (<1) or a count."""
     from distill import datasets
 
     folder = Path(path)
+    opts: dict[str, Any] = {"progress": progress, "max_rejected": max_rejected}
     if dataset == "bundlerec":
-        return bundlerec_eval_data(datasets.load_bundlerec(folder, progress=progress), seed)
+        return bundlerec_eval_data(datasets.load_bundlerec(folder, **opts), seed)
     if dataset == "amazon2018":
-        return amazon_eval_data(datasets.load_amazon2018(folder, progress=progress), seed)
+        return amazon_eval_data(datasets.load_amazon2018(folder, **opts), seed)
     if dataset == "baskets":
         if (folder / "groceries.csv").is_file() or (folder.is_file() and folder.suffix == ".csv"):
-            return basket_eval_data(datasets.load_groceries(folder, progress=progress), "groceries", seed)
+            return basket_eval_data(datasets.load_groceries(folder, **opts), "groceries", seed)
         if (folder / "order_products__train.csv").is_file():
-            return basket_eval_data(datasets.load_instacart(folder, progress=progress), "instacart", seed)
+            return basket_eval_data(datasets.load_instacart(folder, **opts), "instacart", seed)
         raise EvaluationError(f"{folder}: not a basket dataset (expected groceries.csv or Instacart's "
                               "products.csv + order_products__train.csv)")
     raise EvaluationError(f"unknown dataset {dataset!r}; known: bundlerec, amazon2018, baskets")
@@ -395,7 +399,7 @@ def evaluate(
     with _steps(progress, 3 + len(variants)) as step:
         step("load and split")
         t = time.perf_counter()
-        data = load_eval_data(dataset, path, seed)
+        data = load_eval_data(dataset, path, seed, max_rejected=settings.max_rejected_rows)
         walls["load_split"] = time.perf_counter() - t
         n_queries = {kind: len(data.queries[kind]) for kind in EVAL_KINDS}
         if n_queries["any"] == 0:

@@ -32,8 +32,16 @@ LOOKUP_PARAMS = frozenset({"k", "min_score", "category", "price_min", "price_max
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-_Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_ID_LENGTH = 256
+"""The longest catalog id (graph_schema.models.ProductId); a longer one cannot name a product."""
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 """Taken verbatim: catalog ids never carry edge whitespace, so " cam1" is simply unknown."""
+
+
+def _check_id(product_id: str) -> None:
+    if len(product_id) > MAX_ID_LENGTH:
+        raise ApiError(400, "invalid_parameter", f"product_id: at most {MAX_ID_LENGTH} characters, got {len(product_id)}",
+                       {"parameter": "product_id", "max_length": MAX_ID_LENGTH})
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,7 @@ def _cart_json(result: CartResult, version: str) -> dict[str, Any]:
 # --- /v1 -------------------------------------------------------------------------------------------------
 @bp.get("/v1/products/<path:product_id>")
 def get_product(product_id: str) -> Response:
+    _check_id(product_id)
     index = _index()
     try:
         p = index.product(product_id)
@@ -207,18 +216,26 @@ def get_product(product_id: str) -> Response:
 
 
 def _lookup(product_id: str, kind: str) -> Response:
+    _check_id(product_id)
     s = state()
     index = s.holder.index
     if index is None:
         index = _index()  # raises the 503
-    # The index is immutable, so a lookup's answer is a function of (version, kind, id, query string):
+    # The index is immutable, so a lookup's answer is a function of (version, kind, id, parameters):
     # hot products are answered from the per-version cache, which a reload drops with the old index.
+    # Answers are keyed on the parsed parameters, so spellings of one lookup share one rendering; a query
+    # string seen before (and so already validated) is an alias that skips parsing on the hot path.
     renderer = renderer_for(index)
-    key = (kind, product_id, request.query_string)
-    cached = renderer.cached(key)
+    alias = (kind, product_id, request.query_string)
+    cached = renderer.cached(alias)
     if cached is not None:
         return Response(cached, status=200, mimetype="application/json")
     params = parse_lookup_params(request.args, s.settings)
+    key = (kind, product_id, params)
+    cached = renderer.cached(key)
+    if cached is not None:
+        renderer.remember(alias, cached)
+        return Response(cached, status=200, mimetype="application/json")
     method = index.complements if kind == "complement" else index.substitutes
     try:
         result = method(
@@ -234,6 +251,7 @@ def _lookup(product_id: str, kind: str) -> Response:
         raise ApiError(404, "unknown_product", "unknown product id", {"product_id": product_id}) from None
     body = renderer.neighbours(result, index.version)
     renderer.remember(key, body)
+    renderer.remember(alias, body)
     return Response(body, status=200, mimetype="application/json")
 
 

@@ -6,37 +6,86 @@ and encoding them again. Output is the same JSON `serve.openapi` documents for N
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from weakref import WeakKeyDictionary
 
 from serve.index import GraphIndex, Neighbour, NeighbourList
 
 MAX_MEMO = 250_000
 """Fragments kept per index (~150 bytes each): hot products stay cached, memory stays bounded."""
-MAX_RESPONSES = 50_000
-"""Whole lookup responses kept per index (~2 KB each at k=10, so <= ~100 MB per worker). Storefront traffic
-is skewed to hot products; a full cache is emptied at once (cheaper than LRU bookkeeping per request)."""
-ResponseKey = tuple[str, str, bytes]
-"""(kind, product id, raw query string): the whole input of a lookup."""
+RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
+"""Budget of the whole-response cache per index (per worker process): bodies, keys and bookkeeping."""
+_ENTRY_OVERHEAD = 240
+"""Bytes per cached response beyond its body and id: the key tuple, the OrderedDict node and slot."""
+ResponseKey = tuple[str, str, Hashable]
+"""(kind, product id, parsed lookup parameters): the whole input of a lookup, so `k=3&min_score=0.1` and
+`min_score=0.1&k=3` (or `k=03`) share one rendering. The API also files each validated raw query string as
+an alias (kind, id, bytes) of the same body, to skip parsing on a hit; aliases are LRU entries like the
+others and are charged the full body size, so the byte bound holds whatever the mix."""
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-class Renderer:
-    """Memo of JSON fragments for one index version (grows to at most its products and reason lists)."""
+def _entry_bytes(key: ResponseKey, body: str) -> int:
+    params = key[2]
+    if isinstance(params, bytes):
+        return sys.getsizeof(body) + sys.getsizeof(key[1]) + sys.getsizeof(params) + _ENTRY_OVERHEAD
+    extra = sum(sys.getsizeof(v) for v in getattr(params, "__dict__", {}).values() if isinstance(v, str))
+    exclude = getattr(params, "exclude", ())
+    extra += sum(sys.getsizeof(v) + 16 for v in exclude) + (sys.getsizeof(exclude) if exclude else 0)
+    return sys.getsizeof(body) + sys.getsizeof(key[1]) + extra + _ENTRY_OVERHEAD
 
-    def __init__(self) -> None:
+
+class Renderer:
+    """Memo of JSON fragments for one index version (grows to at most its products and reason lists), and
+    an LRU cache of whole responses bounded in bytes: a flood of distinct parameters evicts the coldest
+    entries one by one, never the hot ones all at once."""
+
+    def __init__(self, max_response_bytes: int = RESPONSE_CACHE_BYTES) -> None:
         self._products: dict[str, str] = {}
         self._reasons: dict[tuple[str, ...], str] = {}
-        self._responses: dict[ResponseKey, str] = {}
+        self._responses: OrderedDict[ResponseKey, tuple[str, int]] = OrderedDict()
+        self._budget = max_response_bytes
+        self._bytes = 0
+        self._lock = threading.Lock()  # gthread workers share one renderer between threads
+
+    @property
+    def response_bytes(self) -> int:
+        """Accounted size of the cached responses (always <= the budget)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._responses)
+
+    def keys(self) -> list[ResponseKey]:
+        """Cached keys, coldest first."""
+        with self._lock:
+            return list(self._responses)
 
     def cached(self, key: ResponseKey) -> str | None:
         """A response rendered before for exactly this lookup on this index version."""
-        return self._responses.get(key)
+        with self._lock:
+            found = self._responses.get(key)
+            if found is None:
+                return None
+            self._responses.move_to_end(key)
+            return found[0]
 
     def remember(self, key: ResponseKey, body: str) -> None:
-        if len(self._responses) >= MAX_RESPONSES:
-            self._responses.clear()
-        self._responses[key] = body
+        size = _entry_bytes(key, body)
+        if size > self._budget // 8:
+            return  # one huge answer (k = max_k, long reasons) must not push out many hot ones
+        with self._lock:
+            old = self._responses.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            while self._responses and self._bytes + size > self._budget:
+                _, (_, freed) = self._responses.popitem(last=False)
+                self._bytes -= freed
+            self._responses[key] = (body, size)
+            self._bytes += size
 
     def _item(self, n: Neighbour) -> str:
         head = self._products.get(n.product_id)
@@ -67,10 +116,10 @@ _renderers: WeakKeyDictionary[GraphIndex, Renderer] = WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def renderer_for(index: GraphIndex) -> Renderer:
+def renderer_for(index: GraphIndex, max_response_bytes: int | None = None) -> Renderer:
     """One renderer per index: dropped with the index when a reload replaces it."""
     found = _renderers.get(index)
     if found is None:
         with _lock:
-            found = _renderers.setdefault(index, Renderer())
+            found = _renderers.setdefault(index, Renderer(max_response_bytes or RESPONSE_CACHE_BYTES))
     return found

@@ -20,6 +20,10 @@ from serve.loader import GraphSource
 from serve.settings import ServeSettings
 
 
+MAX_REQUEST_LINE = 8190
+"""Bytes of the HTTP request line gunicorn accepts (its maximum; longer lines get gunicorn's own 414)."""
+
+
 def settings_env(settings: ServeSettings) -> dict[str, str]:
     """Settings as SHELFGRAPH_* variables, so gunicorn workers rebuild the same ServeSettings."""
     env: dict[str, str] = {}
@@ -41,6 +45,10 @@ def gunicorn_argv(settings: ServeSettings, app_ref: str = "serve.wsgi:app") -> l
         # workers build their index before answering: a large graph takes minutes, which a short
         # timeout would mistake for a hung worker
         "--timeout", "600",
+        # gunicorn's default (4094 bytes) answers a long id with an HTML 414 before the app sees it; at its
+        # maximum, every id the API can name (256 characters, 9 bytes each when percent-encoded UTF-8) and
+        # far longer ones reach the app, which answers with a JSON 400 (docs/serving.md, "Limits").
+        "--limit-request-line", str(MAX_REQUEST_LINE),
     ]
     if settings.threads > 1:
         argv += ["--threads", str(settings.threads), "--worker-class", "gthread"]

@@ -72,20 +72,26 @@ OrdersOpt = Annotated[
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
+MaxRejectedOpt = Annotated[
+    float | None,
+    typer.Option("--max-rejected", help="Stop when more rows are rejected: a share (<1) or a count "
+                 "(env SHELFGRAPH_MAX_REJECTED_ROWS, default 0.05). Identical duplicate lines are folded, not rejected."),
+]
+
+
 def _load_inputs(
-    dataset: str, path: Path, orders: Path | None, max_rejected: float | None = None
+    dataset: str, path: Path, orders: Path | None, max_rejected: float
 ) -> tuple[Catalog, Interactions | None]:
     from distill.catalog import read_catalog, read_interactions
     from distill.datasets import load_dataset
 
     if dataset == "catalog":
-        kwargs = {} if max_rejected is None else {"max_rejected": max_rejected}
-        catalog = read_catalog(path, **kwargs)  # type: ignore[arg-type]
+        catalog = read_catalog(path, max_rejected=max_rejected)
         interactions = None
         if orders is not None:
             interactions = read_interactions(orders, known_ids={p.id for p in catalog.products})
         return catalog, interactions
-    data = load_dataset(dataset, path)  # type: ignore[arg-type]
+    data = load_dataset(dataset, path, max_rejected=max_rejected)  # type: ignore[arg-type]
     return data.catalog, data.interactions
 
 
@@ -94,9 +100,7 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Catalog file, or dataset folder with --dataset.")],
     dataset: DatasetOpt = "catalog",
     orders: OrdersOpt = None,
-    max_rejected: Annotated[
-        float | None, typer.Option(help="Stop when more rows are rejected: a share (<1) or a count.")
-    ] = None,
+    max_rejected: MaxRejectedOpt = None,
     show: Annotated[int, typer.Option(help="How many rejected rows to list.")] = 20,
 ) -> None:
     """Read a catalog (and its order log) and report what was accepted and rejected, row by row.
@@ -104,11 +108,12 @@ def ingest(
     Example: shelfgraph ingest shelfgraph/sample/catalog.csv --orders shelfgraph/sample/orders.csv
     Example: shelfgraph ingest ../shared/data/bundlerec-electronics --dataset bundlerec
     """
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, max_rejected))
+    settings = _settings(None, max_rejected_rows=max_rejected)
+    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
     report = catalog.report
     out.print(
         f"[bold]{report.source}[/]: {report.rows_read} rows read, {report.accepted} products accepted, "
-        f"{len(report.rejected)} rejected"
+        f"{len(report.rejected)} rejected, {report.duplicates_folded} identical duplicate rows folded"
     )
     if interactions is not None:
         baskets = interactions.baskets
@@ -148,6 +153,7 @@ def distill(
     import_batch: Annotated[
         Path | None, typer.Option(help="Import an OpenAI batch output JSONL into the response cache first.")
     ] = None,
+    max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Distil a catalog into relations; stage outputs go under DATA_DIR/runs/RUN_ID.
@@ -159,8 +165,8 @@ def distill(
     """
     from distill import pipeline
 
-    settings = _settings(data_dir, store=to)
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders))
+    settings = _settings(data_dir, store=to, max_rejected_rows=max_rejected)
+    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
     products = list(catalog.products)
     if import_batch is not None:
         imported = _run(lambda: pipeline.import_batch(import_batch, products, interactions, settings))
@@ -223,7 +229,7 @@ def nightly(
     from distill.store import open_store
 
     settings = _settings(data_dir, store=to)
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders))
+    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
     store = _run(lambda: open_store(settings))
     gateway = _run(lambda: pipeline.make_gateway(settings))
     result = _run(
@@ -265,6 +271,7 @@ def eval_cmd(
     report: Annotated[Path | None, typer.Option(help="Write an HTML report with plots here.")] = None,
     ablations: Annotated[bool, typer.Option(help="Also run with each evidence source switched off.")] = False,
     data_dir: DataDirOpt = None,
+    max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Measure graph quality against held-out ground truth, next to baselines on the same split.
@@ -274,7 +281,7 @@ def eval_cmd(
     from distill import pipeline
     from evaluation.run import evaluate
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, max_rejected_rows=max_rejected)
     gateway = _run(lambda: pipeline.make_gateway(settings))
     result = _run(
         lambda: evaluate(
@@ -394,7 +401,7 @@ def demo(
 
     settings = _settings(data_dir)
     catalog, interactions = _run(
-        lambda: _load_inputs("catalog", SAMPLE_DIR / "catalog.csv", SAMPLE_DIR / "orders.csv")
+        lambda: _load_inputs("catalog", SAMPLE_DIR / "catalog.csv", SAMPLE_DIR / "orders.csv", settings.max_rejected_rows)
     )
     out.print(f"ingested {len(catalog.products)} products, {len(catalog.report.rejected)} rows rejected")
     gateway = _run(lambda: pipeline.make_gateway(settings))

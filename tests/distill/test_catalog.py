@@ -19,6 +19,7 @@ from distill.catalog import (
     read_catalog,
     read_interactions,
 )
+from distill.datasets import load_amazon2018, load_dataset
 from distill.errors import CatalogError
 
 ROWS = [
@@ -266,3 +267,49 @@ def test_read_interactions_column_detection(tmp_path: Path) -> None:
     assert interactions.baskets.schema == pl.Schema({"basket_id": pl.String, "product_id": pl.String})
     with pytest.raises(CatalogError, match="no basket column"):
         read_interactions(write(tmp_path / "x.csv", "csv", [{"a": "1", "product_id": "2"}]))
+
+
+def _amazon_line(asin: str, title: str, also_buy: list[str]) -> str:
+    return json.dumps({"asin": asin, "title": title, "brand": "B", "category": ["Gift Cards", "Cards"],
+                       "price": "$25.00", "also_buy": also_buy}) + "\n"
+
+
+def test_identical_duplicate_lines_are_folded_and_counted(tmp_path: Path) -> None:
+    lines = [_amazon_line(f"A{i}", f"Card {i}", [f"A{(i + 1) % 20}"]) for i in range(20)]
+    # Scraped dumps repeat whole lines: 10 of the 20 products appear 2 or 3 times, far past a 5% threshold.
+    repeated = [*lines, *lines[:10], *lines[:5]]
+    path = tmp_path / "meta_Gift_Cards.json"
+    path.write_text("".join(repeated), encoding="utf-8")
+    data = load_amazon2018(path, max_rejected=0.05)
+    report = data.catalog.report
+    assert (report.rows_read, report.accepted, report.duplicates_folded, len(report.rejected)) == (35, 20, 15, 0)
+    assert sorted(p.id for p in data.catalog.products) == sorted(f"A{i}" for i in range(20))
+    assert data.edges.height == 20  # a repeated line adds no second copy of its edges
+
+
+def test_conflicting_duplicates_are_rejected_naming_both_rows(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(
+        '{"id": "A1", "title": "Phone"}\n'
+        '{"id": "A2", "title": "Case"}\n'
+        '{"id": "A1", "title": "Phone"}\n'          # row 3: identical to row 1, folded
+        '{"id": "A1", "title": "Tablet"}\n',        # row 4: same id, other content: a conflict
+        encoding="utf-8",
+    )
+    catalog = read_catalog(path, max_rejected=1)
+    assert [p.title for p in catalog.products] == ["Phone", "Case"]
+    assert catalog.report.duplicates_folded == 1
+    [conflict] = catalog.report.rejected
+    assert (conflict.row, conflict.product_id, conflict.code) == (4, "A1", "duplicate_id")
+    assert "rows 1 and 4" in conflict.reason
+
+
+def test_max_rejected_rows_setting_reaches_the_readers(tmp_path: Path) -> None:
+    from evaluation.run import load_eval_data
+
+    path = tmp_path / "meta.json"
+    good = [_amazon_line(f"A{i}", f"Card {i}", []) for i in range(8)]
+    path.write_text("".join([*good, "{not json\n", "[1]\n"]), encoding="utf-8")  # 2 of 10 rows bad
+    with pytest.raises(TooManyRejected):
+        load_eval_data("amazon2018", path, max_rejected=0.1)
+    assert load_dataset("amazon2018", path, max_rejected=0.25).catalog.report.accepted == 8

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from distill.cache import ResponseCache, cache_key
-from distill.errors import BudgetExceeded, ConfigError, TerminalLLMError
+from distill.errors import BudgetExceeded, ConfigError, ModelUnavailable, TerminalLLMError
 from distill.answers import extract_json, parse_answer
 from distill.llm import LLMGateway
 from distill.prompts import ChatMessage, RenderedPrompt, data_block
@@ -183,10 +184,52 @@ def test_transient_errors_exhausted_fall_back_to_next_model(server: FakeOpenAISe
 
 
 def test_all_models_exhausted_is_a_rejection_not_an_empty_answer(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.failure_rule = lambda body: Failure("server_error") if item_of(body) == "x" else None
+    ok, failed = make_gateway(server, tmp_path).run_many([make_prompt("ok"), make_prompt("x")], stage="s", progress=False)
+    assert ok.value is not None
+    assert failed.value is None and failed.rejection is not None
+    assert failed.rejection.item == "x" and "unavailable" in failed.rejection.reason
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_unreachable_model_stops_the_run_naming_connection_refused(tmp_path: Path) -> None:
+    settings = DistillSettings(llm_model="openai/fake-model", llm_api_base=f"http://127.0.0.1:{closed_port()}/v1",
+                               llm_api_key="test", data_dir=tmp_path, llm_concurrency=4, llm_max_attempts=3,
+                               llm_breaker_failures=5)
+    gateway = LLMGateway(settings, ResponseCache(settings.cache_path), backoff_base_s=0.01, backoff_cap_s=0.05)
+    with pytest.raises(ModelUnavailable, match="connection refused") as info:
+        gateway.run_many([make_prompt(f"p{i}") for i in range(40)], stage="enrich", progress=False)
+    assert info.value.cause.startswith("connection refused")
+    # The breaker opened after 5 failures in a row: not 40 prompts x 3 attempts.
+    assert gateway.usage("enrich").calls < 5 + settings.llm_concurrency * 2
+
+
+def test_every_call_of_a_stage_failing_stops_the_run(server: FakeOpenAIServer, tmp_path: Path) -> None:
     server.failure_rule = lambda body: Failure("server_error")
-    [result] = make_gateway(server, tmp_path).run_many([make_prompt("x")], stage="s", progress=False)
-    assert result.value is None and result.rejection is not None
-    assert result.rejection.item == "x" and "unavailable" in result.rejection.reason
+    with pytest.raises(ModelUnavailable, match="all 2 prompts of the stage failed.*HTTP 500"):
+        make_gateway(server, tmp_path, llm_concurrency=1).run_many(
+            [make_prompt("a"), make_prompt("b")], stage="s", progress=False)
+
+
+def test_breaker_sends_no_more_requests_to_a_down_model(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.failure_rule = lambda body: Failure("unavailable") if body["model"] == "primary" else None
+    gateway = make_gateway(server, tmp_path, llm_model="openai/primary", llm_fallback_models=["openai/backup"],
+                           llm_concurrency=1, llm_breaker_failures=2)
+    results = gateway.run_many([make_prompt(f"p{i}") for i in range(5)], stage="s", progress=False)
+    assert all(r.value is not None and r.model == "openai/backup" for r in results)
+    assert [body["model"] for body in server.requests].count("primary") == 2
+
+
+def test_rate_limits_do_not_open_the_breaker(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.inject(*[Failure("rate_limit", retry_after=0.01)] * 4)
+    gateway = make_gateway(server, tmp_path, llm_concurrency=1, llm_max_attempts=6, llm_breaker_failures=2)
+    [result] = gateway.run_many([make_prompt("x")], stage="s", progress=False)
+    assert result.value is not None and server.call_count == 5
 
 
 def test_invalid_json_then_valid_is_repaired_with_feedback(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -256,11 +299,24 @@ def test_context_window_is_terminal_without_retries(server: FakeOpenAIServer, tm
     assert server.call_count == 1
 
 
-def test_content_policy_refusal_rejects_only_that_prompt(server: FakeOpenAIServer, tmp_path: Path) -> None:
-    server.failure_rule = lambda body: Failure("content_policy") if item_of(body) == "edgy" else None
-    results = make_gateway(server, tmp_path).run_many([make_prompt("a"), make_prompt("edgy")], stage="s", progress=False)
-    assert results[0].value is not None
-    assert results[1].rejection is not None and "ContentPolicyViolationError" in results[1].rejection.reason
+@pytest.mark.parametrize("kind", ["content_policy", "content_filter"], ids=["openai", "azure"])
+def test_content_policy_refusal_rejects_only_that_prompt(server: FakeOpenAIServer, tmp_path: Path, kind: str) -> None:
+    server.failure_rule = lambda body: Failure(kind) if item_of(body) == "edgy" else None  # type: ignore[arg-type]
+    prompts = [make_prompt("a"), make_prompt("edgy"), make_prompt("b")]
+    results = make_gateway(server, tmp_path, llm_concurrency=1).run_many(prompts, stage="s", progress=False)
+    assert results[0].value is not None and results[2].value is not None
+    assert results[1].rejection is not None and "content policy" in results[1].rejection.reason
+    # Recognised by the provider's error code: one request for the refused prompt, JSON mode never weakened.
+    assert server.call_count == 3
+    assert all((body.get("response_format") or {}).get("type") == "json_schema" for body in server.requests)
+
+
+def test_plain_bad_request_is_terminal_and_keeps_json_mode(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.failure_rule = lambda body: Failure("bad_request")
+    gateway = make_gateway(server, tmp_path, llm_concurrency=1)
+    with pytest.raises(TerminalLLMError, match="Bad request"):
+        gateway.run_many([make_prompt("a")], stage="s", progress=False)
+    assert server.call_count == 1
 
 
 def test_tokens_per_minute_limit_makes_requests_wait(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -276,8 +332,9 @@ def test_tokens_per_minute_limit_makes_requests_wait(server: FakeOpenAIServer, t
     assert sum(sleep.delays) >= (used - 100) / (100 / 60) * 0.9
 
 
-def test_provider_rejecting_response_format_falls_back(server: FakeOpenAIServer, tmp_path: Path) -> None:
-    server.failure_rule = lambda body: Failure("response_format_rejected") if body.get("response_format") else None
+@pytest.mark.parametrize("kind", ["response_format_rejected", "response_format_param"], ids=["message", "param"])
+def test_provider_rejecting_response_format_falls_back(server: FakeOpenAIServer, tmp_path: Path, kind: str) -> None:
+    server.failure_rule = lambda body: Failure(kind) if body.get("response_format") else None  # type: ignore[arg-type]
     gateway = make_gateway(server, tmp_path, llm_concurrency=1)
     results = gateway.run_many([make_prompt("a"), make_prompt("b")], stage="s", progress=False)
     assert all(r.value is not None for r in results)

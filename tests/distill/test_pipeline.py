@@ -27,7 +27,7 @@ from distill.scoring import combine, template_reasons
 from distill.settings import DistillSettings
 from distill.store.embedded import EmbeddedStore
 from graph_schema.models import Evidence, GraphVersion, Product
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import Failure, FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder, make_responder, sample_subset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -323,3 +323,23 @@ def test_publish_defaults_the_parent_to_the_stores_current_version(llm_run) -> N
     second = publish(result, store)  # type: ignore[arg-type]
     assert first.parent_version is None
     assert second.parent_version == first.version_id
+
+
+def test_provenance_names_the_fallback_model_that_judged(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+
+    def primary_cannot_verify(body: dict) -> Failure | None:
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        is_verify = schema == "VerifyAnswer" or "judgements" in json.dumps(body.get("messages", []))
+        return Failure("unavailable") if body["model"] == "fake-model" and is_verify else None
+
+    with FakeOpenAIServer(responder=catalog_responder, failure_rule=primary_cannot_verify) as fake:
+        settings = llm_settings(tmp_path, fake, llm_fallback_models=["openai/backup-model"])
+        result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+        assert "backup-model" in {body["model"] for body in fake.requests}
+    judged = [r for r in result.relations if r.evidence.llm_score is not None]
+    assert judged and {r.provenance.model for r in judged} == {"openai/backup-model"}
+    version = publish(result, EmbeddedStore(tmp_path / "graph"))
+    # enrich and propose were answered by the primary, verify by the fallback: both are named.
+    assert version.models == ["openai/backup-model", "openai/fake-model"]
+    assert load_result(result.run_dir).models == ["openai/backup-model", "openai/fake-model"]

@@ -29,6 +29,8 @@ FailureKind = Literal[
     "response_format_rejected",  # HTTP 400, only when the request carries a response_format
     "context_window",  # HTTP 400 worded like OpenAI's context-length error
     "content_policy",  # HTTP 400 worded like OpenAI's content-policy refusal
+    "content_filter",  # HTTP 400 shaped like Azure OpenAI's content-filter refusal (code + innererror)
+    "response_format_param",  # HTTP 400 naming response_format only in `param`, only when the request has one
     "truncated_json",  # 200, the content cut in the middle
     "invalid_json",  # 200, prose that is not JSON
     "extra_fields",  # 200, the content object with an unexpected key added
@@ -244,8 +246,8 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-def _error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def _error_body(message: str, kind: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code, **extra}}
 
 
 def _error_response(failure: Failure, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]] | None:
@@ -269,6 +271,13 @@ def _error_response(failure: Failure, body: dict[str, Any]) -> tuple[int, dict[s
     if kind == "content_policy":
         message = "Your request was rejected by the safety system (fake)."
         return 400, {}, _error_body(message, "invalid_request_error", "content_policy_violation")
+    if kind == "content_filter":
+        message = "The response was filtered due to the prompt triggering the content management policy (fake)."
+        inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {"violence": {"filtered": True}}}
+        return 400, {}, _error_body(message, "invalid_request_error", "content_filter", innererror=inner)
+    if kind == "response_format_param" and body.get("response_format") is not None:
+        return 400, {}, _error_body("Invalid parameter for this model (fake).", "invalid_request_error",
+                                    "invalid_value", param="response_format")
     if kind == "timeout":
         time.sleep(failure.sleep_s)
     return None
