@@ -59,22 +59,27 @@ RETURN v.version_id AS version_id
 """The digest is set when the version completes: a partial version is never resumed, only removed."""
 
 TOUCH_VERSION: Final[str] = """
-MATCH (v:GraphVersion {version_id: $version, state: $writing, owner: $owner})
+MATCH (v:GraphVersion {version_id: $version})
+SET v.claim = $owner REMOVE v.claim
+WITH v WHERE v.state = $writing AND v.owner = $owner
 SET v.heartbeat_at = timestamp()
 RETURN v.version_id AS version_id
 """
 """The writing publisher's heartbeat on its version: cleanup never removes a version written by a live publisher."""
 
 ABANDON_VERSION: Final[str] = """
-MATCH (v:GraphVersion {version_id: $version, state: $writing, owner: $owner})
+MATCH (v:GraphVersion {version_id: $version})
+SET v.claim = $owner REMOVE v.claim
+WITH v WHERE v.state = $writing AND v.owner = $owner
 SET v.heartbeat_at = 0, v.owner = null
 RETURN v.version_id AS version_id
 """
 """A publish that failed gives up its partial version, so the next publisher may remove it at once."""
 
 # --- the publish lease -----------------------------------------------------------------------------------
-# Every statement that decides on the lease first writes to the lock node (`SET l.claim = ...`), which takes its
-# write lock, and only then reads `owner`/`expires_at`: concurrent claims serialize and none acts on a stale read.
+# Every statement that decides on a lease or a version's owner first writes to that node (`SET x.claim = ...
+# REMOVE x.claim`), which takes its write lock until commit, and only then reads `owner`/`expires_at`: concurrent
+# statements serialize and none acts on a stale read (Neo4j's documented cure for lost updates).
 READ_PUBLISH_LOCK: Final[str] = """
 MATCH (l:PublishLock {name: $name})
 RETURN l.owner AS owner, l.host AS host, l.boot_id AS boot_id, l.pid_ns AS pid_ns, l.pid AS pid,
@@ -84,32 +89,30 @@ RETURN l.owner AS owner, l.host AS host, l.boot_id AS boot_id, l.pid_ns AS pid_n
 
 CLAIM_PUBLISH_LOCK: Final[str] = """
 MERGE (l:PublishLock {name: $name})
-SET l.claim = $owner
+SET l.claim = $owner REMOVE l.claim
 WITH l
 WITH l, (l.owner IS NULL OR l.owner = $owner OR l.expires_at < timestamp() OR l.owner = $stale) AS free
 FOREACH (_ IN CASE WHEN free THEN [1] ELSE [] END |
   SET l.owner = $owner, l.host = $host, l.boot_id = $boot_id, l.pid_ns = $pid_ns, l.pid = $pid,
       l.pid_start = $pid_start, l.version = $version, l.acquired_at = timestamp(), l.heartbeat_at = timestamp(),
       l.expires_at = timestamp() + $lease_ms)
-REMOVE l.claim
 RETURN free AS acquired, l.owner AS owner
 """
 """Takes the lease if it is free, expired, already ours, or held by `$stale` (an owner seen to be dead)."""
 
 RENEW_PUBLISH_LOCK: Final[str] = """
 MATCH (l:PublishLock {name: $name})
-SET l.claim = $owner
+SET l.claim = $owner REMOVE l.claim
 WITH l
 WITH l, l.owner = $owner AS held
 FOREACH (_ IN CASE WHEN held THEN [1] ELSE [] END |
   SET l.heartbeat_at = timestamp(), l.expires_at = timestamp() + $lease_ms)
-REMOVE l.claim
 RETURN held
 """
 
 RELEASE_PUBLISH_LOCK: Final[str] = """
 MATCH (l:PublishLock {name: $name})
-SET l.claim = $owner
+SET l.claim = $owner REMOVE l.claim
 WITH l WHERE l.owner = $owner
 DELETE l
 """
@@ -131,13 +134,12 @@ RETURN type(r) AS type, count(r) AS n
 
 COMPLETE_AND_SWITCH: Final[str] = """
 MATCH (l:PublishLock {name: $lock})
-SET l.claim = $owner
+SET l.claim = $owner REMOVE l.claim
 WITH l WHERE l.owner = $owner
 MATCH (v:GraphVersion {version_id: $version})
 SET v.state = $complete, v.completed_at = timestamp(), v.digest = $digest
 MERGE (c:CurrentGraph {name: $name})
 SET c.version = v.version_id, c.switched_at = timestamp()
-REMOVE l.claim
 RETURN c.version AS version
 """
 """Marks a fully written version complete and points readers at it, in one transaction, only while this
@@ -145,13 +147,12 @@ publisher still holds the lease (no row back: the lease was lost and nothing cha
 
 SWITCH_TO_COMPLETE: Final[str] = """
 MATCH (l:PublishLock {name: $lock})
-SET l.claim = $owner
+SET l.claim = $owner REMOVE l.claim
 WITH l WHERE l.owner = $owner
 MATCH (v:GraphVersion {version_id: $version, state: $complete})
 SET v.completed_at = timestamp()
 MERGE (c:CurrentGraph {name: $name})
 SET c.version = v.version_id, c.switched_at = timestamp()
-REMOVE l.claim
 RETURN c.version AS version
 """
 """Re-points readers at an already complete version (re-publish of identical content, or a rollback)."""
@@ -178,14 +179,13 @@ owner is in `$reclaim` (this publisher, or the lease holder it took over from be
 
 MARK_DELETING: Final[str] = """
 MATCH (v:GraphVersion {version_id: $version})
-SET v.claim = $owner
+SET v.claim = $owner REMOVE v.claim
 WITH v
 OPTIONAL MATCH (c:CurrentGraph {name: $name})
 WITH v, c WHERE coalesce(c.version, '') <> v.version_id
   AND NOT (v.state = $writing AND NOT coalesce(v.owner, '') IN $reclaim
            AND coalesce(v.heartbeat_at, 0) >= timestamp() - $lease_ms)
 SET v.state = $deleting
-REMOVE v.claim
 RETURN v.version_id AS version_id
 """
 """Readers stop trusting a version before its nodes go; never applies to the current version, nor to a version
