@@ -85,12 +85,34 @@ def _validate(products: Sequence[Product], relations: Sequence[Relation]) -> Non
                 raise StoreError(f"relation {rel.key} points at product {end!r}, which is not in the publish")
 
 
+_DIGEST_FORMAT = "2:"
+"""Prefix of the current digest format; a stored digest without it was made by `_legacy_digest`."""
+
+
+def _sorted_tables(
+    product_rows: list[dict[str, Any]], relation_rows: list[dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    yield sorted(product_rows, key=lambda r: r["id"])
+    yield sorted(relation_rows, key=lambda r: (r["source"], r["target"], r["kind"]))
+
+
 def _digest(product_rows: list[dict[str, Any]], relation_rows: list[dict[str, Any]]) -> str:
-    """Content hash of a publish: tells a resumed or repeated publish from a different graph."""
+    """Content hash of a publish: tells a repeated publish of the same graph from a different one. One JSON
+    document per table (a single call into the C encoder, several times faster than a call per row)."""
     digest = hashlib.sha256()
-    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # json.dumps builds one per call
-    for rows, key in ((product_rows, ("id",)), (relation_rows, ("source", "target", "kind"))):
-        for row in sorted(rows, key=lambda r: tuple(r[k] for k in key)):
+    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+    for rows in _sorted_tables(product_rows, relation_rows):
+        digest.update(encode(rows).encode("utf-8"))
+        digest.update(b"\0")
+    return _DIGEST_FORMAT + digest.hexdigest()
+
+
+def _legacy_digest(product_rows: list[dict[str, Any]], relation_rows: list[dict[str, Any]]) -> str:
+    """The digest versions published before format 2 carry (one JSON line per row)."""
+    digest = hashlib.sha256()
+    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+    for rows in _sorted_tables(product_rows, relation_rows):
+        for row in rows:
             digest.update(encode(row).encode("utf-8"))
             digest.update(b"\n")
         digest.update(b"\0")
@@ -187,7 +209,7 @@ class Neo4jStore:
         driver: neo4j.Driver,
         *,
         database: str | None = None,
-        batch_size: int = 5000,
+        batch_size: int = 20_000,
         keep: int = 5,
         progress: bool = False,
         parallel: int = 2,
@@ -422,7 +444,9 @@ class Neo4jStore:
         with _translated(f"publishing version {version!r}"), self._lease(me, version) as lease:
             existing = self._read_rows(cypher.GET_VERSION, version=version)
             if existing and existing[0]["state"] == cypher.STATE_COMPLETE:
-                return self._republish(existing[0], _digest(product_rows, relation_rows), lease)
+                stored = str(existing[0]["digest"] or "")
+                same = (_digest if stored.startswith(_DIGEST_FORMAT) else _legacy_digest)(product_rows, relation_rows)
+                return self._republish(existing[0], same, lease)
             if existing and not self._purge(version, lease):
                 raise PublisherBusy(
                     f"version {version!r} is being written by another live publisher ({existing[0]['owner']}, "
