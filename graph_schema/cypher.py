@@ -246,10 +246,12 @@ faster in the Python driver than one record per row; pages keep the server's mem
 LOAD_RELATIONS_PAGE: Final[str] = """
 UNWIND $keys AS key
 MATCH (s:Product {key: key})-[r:COMPLEMENTS|SUBSTITUTES]->(t:Product)
-RETURN collect([s.id, t.id, type(r), r.score, r.reasons, r.evidence, r.p]) AS rows
+RETURN collect([s.id, t.id, type(r), r.score, r.reasons, r.evidence, r.p, r.run_id, r.model, r.prompt_version,
+                r.stage]) AS rows
 """
-"""Relations leaving one page of products: EDGE_SCHEMA's first six columns (`kind` holds the relationship type)
-and the provenance index into the version's table."""
+"""Relations leaving one page of products: EDGE_SCHEMA's first six columns (`kind` holds the relationship type),
+the provenance index into the version's table, then the four provenance properties that versions written
+before the table carry (absent, hence null, on newer ones)."""
 
 VERSION_STATE: Final[str] = """
 MATCH (v:GraphVersion {version_id: $version})
@@ -261,7 +263,8 @@ MATCH (c:CurrentGraph {name: $name})
 MATCH (v:GraphVersion {version_id: c.version})
 MATCH (s:Product {key: c.version + $separator + $product_id})-[r:COMPLEMENTS]->(t:Product)
 RETURN s.id AS source, t.id AS target, type(r) AS type, r.score AS score, r.reasons AS reasons,
-       r.evidence AS evidence, r.p AS p, v.provenance AS provenance
+       r.evidence AS evidence, r.p AS p, v.provenance AS provenance, r.run_id AS run_id, r.model AS model,
+       r.prompt_version AS prompt_version, r.stage AS stage
 ORDER BY r.score DESC, t.id
 LIMIT $k
 """

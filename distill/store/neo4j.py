@@ -132,11 +132,15 @@ def _provenance_table(relation_rows: list[dict[str, Any]]) -> tuple[list[list[An
     return [list(key) for key in index], positions
 
 
-def _decode_provenance(table_json: str | None, position: int | None) -> list[Any]:
-    if table_json is None or position is None:
-        raise StoreError("a relation in Neo4j has no provenance (written by an incompatible shelfgraph version)")
-    table = json.loads(table_json)
-    return list(table[position])
+def _decode_provenance(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` (a COMPLEMENTS_TOP_K record) with run_id, model, prompt_version and stage taken from the version's
+    provenance table; rows of versions written before the table already carry them."""
+    table_json, position = row.pop("provenance"), row.pop("p")
+    if position is None:
+        return row
+    if table_json is None:
+        raise StoreError("a relation in Neo4j points into a provenance table its version does not have")
+    return {**row, **dict(zip(_PROVENANCE_FIELDS, json.loads(table_json)[position], strict=True))}
 
 
 # --- who is publishing ---------------------------------------------------------------------------------
@@ -361,11 +365,15 @@ class Neo4jStore:
             kind = _KIND_OF_TYPE.get(row[2])
             if kind is None or row[0] is None or row[1] is None:
                 continue
-            position = row.pop()
-            if position is None or not 0 <= position < len(table):
+            position, legacy = row[6], row[7:]
+            del row[6:]
+            if position is None:
+                row.extend(legacy)  # written before the provenance table
+            elif 0 <= position < len(table):
+                row.extend(table[position])
+            else:
                 raise StoreError(f"relation {row[0]!r} -> {row[1]!r} in version {version!r} has no provenance entry")
             row[2] = kind
-            row.extend(table[position])
             kept_edges.append(row)
         nodes = pl.DataFrame(node_rows, schema=NODE_SCHEMA, orient="row")
         edges = pl.DataFrame(kept_edges, schema=EDGE_SCHEMA, orient="row")
@@ -670,8 +678,6 @@ def complements_query(
         )
     out = []
     for record in records:
-        row = record.data()
-        run_id, model, prompt_version, stage = _decode_provenance(row.pop("provenance"), row.pop("p"))
-        out.append(relation_from_row({**row, "kind": _KIND_OF_TYPE[row.pop("type")], "run_id": run_id,
-                                      "model": model, "prompt_version": prompt_version, "stage": stage}))
+        row = _decode_provenance(record.data())
+        out.append(relation_from_row({**row, "kind": _KIND_OF_TYPE[row.pop("type")]}))
     return out

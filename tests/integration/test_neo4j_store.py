@@ -547,3 +547,18 @@ def test_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once(clean_neo
     p1, r1, m1 = make_graph("v1")
     store.publish(p1, r1, m1)
     assert store.current_version() == "v1"
+
+
+def test_versions_written_before_the_provenance_table_still_load(clean_neo4j: neo4j.Driver) -> None:
+    """Older versions carry run_id/model/prompt_version/stage on every relationship; an upgraded reader serves them."""
+    store = Neo4jStore(clean_neo4j)
+    p1, r1, m1 = make_graph("v1", fanout=5)
+    store.publish(p1, r1, m1)
+    clean_neo4j.execute_query(
+        "MATCH (:Product {version: 'v1'})-[r]->() "
+        "SET r.run_id = 'v1', r.model = 'm', r.prompt_version = 'pv1', r.stage = 'verify' REMOVE r.p"
+    )
+    clean_neo4j.execute_query("MATCH (v:GraphVersion {version_id: 'v1'}) REMOVE v.provenance")
+    assert_same_graph(store, None, p1, r1)
+    expected = sorted((r for r in r1 if r.source == "p00003" and r.kind == "complement"), key=lambda r: -r.score)
+    assert complements_query(clean_neo4j, "p00003", k=2) == expected[:2]
