@@ -1,10 +1,15 @@
-"""Write and load throughput of the Neo4j store on a synthetic graph, per UNWIND batch size.
+"""Publish throughput of the Neo4j store against a plain `UNWIND ... CREATE` of the same graph, measured in
+the same run, per batch size and number of write sessions; then the load time of what was written.
 
     scripts/neo4j-local start
-    python benchmarks/bench_neo4j_write.py --relations 100000
+    python benchmarks/bench_neo4j_write.py                                # 20k products, 100k relations
+    python benchmarks/bench_neo4j_write.py --relations 100000 1000000     # also 1M (minutes, ~3 GB client RAM)
 
-Uses NEO4J_URI / NEO4J_USER / NEO4J_PASSWORD (default: the local server). It refuses to run on a database
-that holds data unless --wipe is given, and it empties the database when it is done.
+The baseline creates the same products (indexed id) and the same relationships with the same properties,
+from the same Product/Relation objects, with no versioning, no lease, no checks: what a hand-written loader
+does. Both timings include turning the objects into parameter rows. Uses NEO4J_URI / NEO4J_USER /
+NEO4J_PASSWORD (default: the local server). It refuses to run on a database that holds data unless --wipe is
+given, and it empties the database when it is done.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,21 +30,42 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.store.neo4j import Neo4jStore, complements_query  # noqa: E402
-from graph_schema.cypher import WIPE_BATCH  # noqa: E402
+from graph_schema.cypher import REL_TYPES, WIPE_BATCH  # noqa: E402
 from graph_schema.models import Evidence, GraphVersion, Product, Provenance, Relation, catalog_fingerprint  # noqa: E402
+from graph_schema.tables import product_row, relation_row  # noqa: E402
+
+PLAIN_INDEX = "CREATE INDEX bench_plain_id IF NOT EXISTS FOR (p:PlainProduct) ON (p.id)"
+PLAIN_NODES = """
+UNWIND $rows AS row
+CREATE (:PlainProduct {id: row.id, title: row.title, description: row.description, brand: row.brand,
+                       category: row.category, price: row.price, attributes: row.attributes, enriched: row.enriched,
+                       keyphrases: row.keyphrases, content_hash: row.content_hash})
+"""
+PLAIN_RELATIONS = {
+    kind: f"""
+UNWIND $rows AS row
+MATCH (s:PlainProduct {{id: row.source}})
+MATCH (t:PlainProduct {{id: row.target}})
+CREATE (s)-[:{rel_type} {{score: row.score, reasons: row.reasons, evidence: row.evidence, run_id: row.run_id,
+                          model: row.model, prompt_version: row.prompt_version, stage: row.stage}}]->(t)
+"""
+    for kind, rel_type in REL_TYPES.items()
+}
 
 
 class _TimedStore(Neo4jStore):
     """Adds up the time spent in batch transactions, to tell database time from Python-side preparation."""
 
     db_seconds = 0.0
+    _lock = threading.Lock()
 
-    def _write_batch(self, query: str, rows: list[dict[str, Any]], version: str) -> int:
+    def _write_batch(self, query: str, rows: list[dict[str, Any]], version: str) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             return super()._write_batch(query, rows, version)
         finally:
-            self.db_seconds += time.perf_counter() - start
+            with self._lock:  # batches run on several sessions
+                self.db_seconds += time.perf_counter() - start
 
 
 def synthetic_graph(n_products: int, n_relations: int, seed: int = 7) -> tuple[list[Product], list[Relation]]:
@@ -95,19 +122,38 @@ def wipe(driver: neo4j.Driver) -> None:
         pass
 
 
+def plain_create(driver: neo4j.Driver, products: list[Product], relations: list[Relation], batch: int) -> float:
+    """The baseline: seconds to UNWIND ... CREATE the nodes and relationships, one session, no versioning."""
+    def run(query: str, rows: list[dict[str, Any]]) -> None:
+        with driver.session() as session:
+            session.execute_write(lambda tx: tx.run(query, rows=rows).consume())
+
+    start = time.perf_counter()
+    product_rows = [product_row(p) for p in products]
+    relation_rows = [relation_row(r) for r in relations]
+    for i in range(0, len(product_rows), batch):
+        run(PLAIN_NODES, product_rows[i : i + batch])
+    for kind, query in PLAIN_RELATIONS.items():
+        of_kind = [row for row in relation_rows if row["kind"] == kind]
+        for i in range(0, len(of_kind), batch):
+            run(query, of_kind[i : i + batch])
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
-    parser.add_argument("--relations", type=int, default=100_000)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--lookups", type=int, default=500, help="live complements_query calls to time")
+    parser.add_argument("--relations", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[5000, 20000])
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2], help="write sessions of the store")
+    parser.add_argument("--lookups", type=int, default=200, help="live complements_query calls to time")
     parser.add_argument("--wipe", action="store_true", help="allow running on a database that holds data")
     args = parser.parse_args(argv)
     console = Console()
 
     uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
     auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "shelfgraph"))
-    with neo4j.GraphDatabase.driver(uri, auth=auth) as driver:
+    with neo4j.GraphDatabase.driver(uri, auth=auth, notifications_min_severity="OFF") as driver:
         try:
             driver.verify_connectivity()
         except Exception as exc:  # no server: say how to get one
@@ -116,51 +162,52 @@ def main(argv: list[str] | None = None) -> int:
         if driver.execute_query("MATCH (n) RETURN count(n) AS n").records[0]["n"] and not args.wipe:
             console.print("[red]the database is not empty; pass --wipe to let the benchmark delete its data[/red]")
             return 2
+        driver.execute_query(PLAIN_INDEX)
+        Neo4jStore(driver).ensure_schema()
+        driver.execute_query("CALL db.awaitIndexes(300)")
 
-        t0 = time.perf_counter()
-        products, relations = synthetic_graph(args.products, args.relations)
-        built_s = time.perf_counter() - t0
-        console.print(f"built {len(products):,} products / {len(relations):,} relations in {built_s:.1f}s")
-
-        table = Table(title=f"Neo4j store, {len(products):,} products, {len(relations):,} relations ({uri})")
-        columns = ["batch", "publish s", "rels/s (publish)", "rows/s (db only)"]
-        columns += [f"vs batch {args.batch_sizes[0]}", "load s", "rows/s (load)"]
-        for column in columns:
-            table.add_column(column, justify="right")
-        baseline: float | None = None
-        store: Neo4jStore | None = None
-        for batch in args.batch_sizes:
-            wipe(driver)
-            store = _TimedStore(driver, batch_size=batch, keep=1, progress=False)
-            store.ensure_schema()
-            version = f"bench-b{batch}"
-            start = time.perf_counter()
-            store.publish(products, relations, manifest_for(version, products, relations))
-            publish_s = time.perf_counter() - start
-            start = time.perf_counter()
-            graph = store.load()
-            load_s = time.perf_counter() - start
-            assert graph.edges.height == len(relations) and graph.nodes.height == len(products)
-            rate = len(relations) / publish_s
-            baseline = baseline or rate
-            rows = len(products) + len(relations)
-            table.add_row(
-                f"{batch:,}", f"{publish_s:.2f}", f"{rate:,.0f}", f"{rows / store.db_seconds:,.0f}",
-                f"{rate / baseline:.2f}x", f"{load_s:.2f}", f"{rows / load_s:,.0f}",
-            )
-        console.print(table)
-        load1, _, _ = os.getloadavg()
-        console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} at the end (client and server share it)")
-
-        if args.lookups and store is not None:
-            sources = [r.source for r in relations if r.kind == "complement"][: args.lookups]
-            complements_query(driver, sources[0], 10)  # warm the plan cache
-            start = time.perf_counter()
-            for pid in sources:
-                complements_query(driver, pid, 10)
-            per_call = (time.perf_counter() - start) / len(sources)
-            console.print(f"live complements_query (k=10): {per_call * 1000:.2f} ms/call over {len(sources)} calls")
+        for n_relations in args.relations:
+            t0 = time.perf_counter()
+            products, relations = synthetic_graph(args.products, n_relations)
+            console.print(f"built {len(products):,} products / {len(relations):,} relations in "
+                          f"{time.perf_counter() - t0:.1f}s")
+            table = Table(title=f"Neo4j publish, {len(products):,} products, {len(relations):,} relations ({uri})")
+            for column in ("batch", "plain CREATE rels/s", "store sessions", "publish s", "store rels/s",
+                           "store / plain", "db s (sum)", "load s"):
+                table.add_column(column, justify="right")
+            store: Neo4jStore | None = None
+            for batch in args.batch_sizes:
+                wipe(driver)
+                plain_rate = len(relations) / plain_create(driver, products, relations, batch)
+                for parallel in args.parallel:
+                    wipe(driver)
+                    store = _TimedStore(driver, batch_size=batch, keep=1, progress=False, parallel=parallel)
+                    version = f"bench-b{batch}-s{parallel}"
+                    start = time.perf_counter()
+                    store.publish(products, relations, manifest_for(version, products, relations))
+                    publish_s = time.perf_counter() - start
+                    start = time.perf_counter()
+                    graph = store.load()
+                    load_s = time.perf_counter() - start
+                    assert graph.edges.height == len(relations) and graph.nodes.height == len(products)
+                    rate = len(relations) / publish_s
+                    table.add_row(f"{batch:,}", f"{plain_rate:,.0f}", str(parallel), f"{publish_s:.2f}",
+                                  f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{store.db_seconds:.1f}",
+                                  f"{load_s:.2f}")
+            console.print(table)
+            load1, _, _ = os.getloadavg()
+            console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} at the end "
+                          "(client and server share it)")
+            if args.lookups and store is not None:
+                sources = [r.source for r in relations if r.kind == "complement"][: args.lookups]
+                complements_query(driver, sources[0], 10)  # warm the plan cache
+                start = time.perf_counter()
+                for pid in sources:
+                    complements_query(driver, pid, 10)
+                per_call = (time.perf_counter() - start) / len(sources)
+                console.print(f"live complements_query (k=10): {per_call * 1000:.2f} ms/call over {len(sources)} calls")
         wipe(driver)
+        driver.execute_query("DROP INDEX bench_plain_id IF EXISTS")
     return 0
 
 

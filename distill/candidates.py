@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,17 +277,44 @@ def neighbour_candidates(
     return out
 
 
+BLOCK_CELLS = 1 << 22
+"""Cells (source rows x pool columns) of one block of a similarity/softmax matrix: 4M cells is 32 MB as
+float64, so memory stays flat however large a leaf category grows (a dense 40k x 40k matrix was 6-13 GB)."""
+
+
+MIN_BLOCK_ROWS = 64
+"""BLAS multiplies very thin matrices (a few rows) with other kernels whose float32 sums can differ in the last
+bit from the same rows inside a larger product; blocks of at least this many rows (a short tail joins the block
+before it) give the same similarities, hence the same candidates, as one dense matrix."""
+
+
+def _row_blocks(rows: int, pool_size: int, block: int | None) -> Iterator[tuple[int, int]]:
+    """(start, stop) of source-row blocks: `block` rows if given, otherwise as many as fit BLOCK_CELLS for this
+    pool; never fewer than MIN_BLOCK_ROWS (unless the group itself is smaller)."""
+    if block is not None and block < 1:
+        raise ValueError("block must be >= 1")
+    step = max(MIN_BLOCK_ROWS, block if block is not None else BLOCK_CELLS // max(1, pool_size))
+    start = 0
+    while start < rows:
+        stop = start + step
+        if rows - stop < MIN_BLOCK_ROWS:
+            stop = rows
+        yield start, stop
+        start = stop
+
+
 def category_candidates(
     sources: Sequence[Product], behaviour: BehaviourView, embeddings: EmbeddingTable | None, *,
     members: Mapping[str, Sequence[str]], min_support: int, categories: int, per_category: int,
-    leaf: Mapping[str, str | None],
+    leaf: Mapping[str, str | None], block: int | None = None,
 ) -> list[Candidate]:
     """Products of the leaf categories bought with the source's leaf category. Estimates the chance that an
     item bought with the source is c: P(c | A) = P(B | A) * P(c | B), with P(B | A) from leaf-category
     co-purchase (pairs above chance, lift > 1, with `min_support` baskets) and P(c | B, q) a softmax over
     B's products of log(Laplace-smoothed popularity share) + cos(q, c) / COMPATIBILITY_TEMPERATURE (text
     similarity stands for compatibility: brand, model, size). `category_score` is that estimate divided by
-    the source's best, so in (0, 1]."""
+    the source's best, so in (0, 1]. Sources are taken `block` rows at a time (default: BLOCK_CELLS per
+    block); each softmax needs only its own row, so the result does not depend on the block size."""
     rows = embeddings.rows() if embeddings is not None else {}
     out: list[Candidate] = []
     by_leaf: dict[str, list[Product]] = defaultdict(list)
@@ -304,28 +331,34 @@ def category_candidates(
         for stat in stats:
             pool = list(members[stat.other])
             pops = np.array([behaviour.popularity.get(pid, 0) for pid in pool], dtype=np.float64)
-            share = (pops + 1.0) / (pops.sum() + len(pool))
+            prior = np.log((pops + 1.0) / (pops.sum() + len(pool)))
             p_category = stat.count / total
             pool_rows = [rows[pid] for pid in pool if pid in rows]
-            sims = np.zeros((len(group), len(pool)), dtype=np.float32)
-            if embeddings is not None and len(pool_rows) == len(pool):
-                known = [i for i, r in enumerate(group_rows) if r is not None]
-                if known:
-                    query_rows = [r for r in group_rows if r is not None]
-                    sims[known] = embeddings.vectors[query_rows] @ embeddings.vectors[pool_rows].T
-            # P(c | B, q): a softmax over compatibility with the popularity share as prior, so within a big
-            # category (phone cases) the mass goes to the few items that fit this source.
-            logits = np.log(share)[None, :] + sims.astype(np.float64) / COMPATIBILITY_TEMPERATURE
-            logits -= logits.max(axis=1, keepdims=True)
-            within = np.exp(logits)
-            within /= within.sum(axis=1, keepdims=True)
-            estimate = p_category * within
-            for i, product in enumerate(group):
-                for j in _top_k(estimate[i].astype(np.float32), per_category + 1):
-                    if pool[j] == product.id:
-                        continue
-                    sim = float(sims[i, j]) if embeddings is not None else None
-                    found[product.id].append((float(estimate[i, j]), pool[j], stat, sim))
+            pool_matrix = (embeddings.vectors[pool_rows] if embeddings is not None and len(pool_rows) == len(pool)
+                           else None)
+            for start, stop in _row_blocks(len(group), len(pool), block):
+                chunk = group[start:stop]
+                chunk_rows = group_rows[start:stop]
+                sims = np.zeros((len(chunk), len(pool)), dtype=np.float32)
+                if pool_matrix is not None and embeddings is not None:
+                    known = [i for i, r in enumerate(chunk_rows) if r is not None]
+                    if known:
+                        query_rows = [r for r in chunk_rows if r is not None]
+                        sims[known] = embeddings.vectors[query_rows] @ pool_matrix.T
+                # P(c | B, q): a softmax over compatibility with the popularity share as prior, so within a big
+                # category (phone cases) the mass goes to the few items that fit this source.
+                logits = prior[None, :] + sims.astype(np.float64) / COMPATIBILITY_TEMPERATURE
+                logits -= logits.max(axis=1, keepdims=True)
+                within = np.exp(logits, out=logits)
+                within /= within.sum(axis=1, keepdims=True)
+                estimate = within
+                estimate *= p_category
+                for i, product in enumerate(chunk):
+                    for j in _top_k(estimate[i].astype(np.float32), per_category + 1):
+                        if pool[j] == product.id:
+                            continue
+                        sim = float(sims[i, j]) if embeddings is not None else None
+                        found[product.id].append((float(estimate[i, j]), pool[j], stat, sim))
         for product in group:
             options = found.get(product.id, [])
             best = max((e for e, _, _, _ in options), default=0.0) or 1.0
@@ -341,9 +374,10 @@ def category_candidates(
 
 def similarity_candidates(
     sources: Sequence[Product], embeddings: EmbeddingTable, *, members: Mapping[str, Sequence[str]],
-    per_product: int, min_similarity: float,
+    per_product: int, min_similarity: float, block: int | None = None,
 ) -> list[Candidate]:
-    """Substitutes: nearest neighbours by text embedding within the source's leaf category (same shelf)."""
+    """Substitutes: nearest neighbours by text embedding within the source's leaf category (same shelf).
+    Sources are taken `block` rows at a time (default: BLOCK_CELLS per block)."""
     rows = embeddings.rows()
     out: list[Candidate] = []
     by_leaf: dict[str, list[Product]] = defaultdict(list)
@@ -354,16 +388,19 @@ def similarity_candidates(
         pool = [pid for pid in members.get(source_leaf, ()) if pid in rows]
         if len(pool) < 2:
             continue
-        sims = embeddings.vectors[[rows[p.id] for p in group]] @ embeddings.vectors[[rows[pid] for pid in pool]].T
-        for i, product in enumerate(group):
-            for j in _top_k(sims[i], per_product + 1):
-                target, sim = pool[j], float(sims[i, j])
-                if target == product.id or sim < min_similarity:
-                    continue
-                out.append(_new(
-                    source=product.id, target=target, kind="substitute", origins=("similarity",),
-                    same_leaf=True, text_similarity=sim,
-                ))
+        pool_matrix = embeddings.vectors[[rows[pid] for pid in pool]]
+        for start, stop in _row_blocks(len(group), len(pool), block):
+            chunk = group[start:stop]
+            sims = embeddings.vectors[[rows[p.id] for p in chunk]] @ pool_matrix.T
+            for i, product in enumerate(chunk):
+                for j in _top_k(sims[i], per_product + 1):
+                    target, sim = pool[j], float(sims[i, j])
+                    if target == product.id or sim < min_similarity:
+                        continue
+                    out.append(_new(
+                        source=product.id, target=target, kind="substitute", origins=("similarity",),
+                        same_leaf=True, text_similarity=sim,
+                    ))
     return out
 
 

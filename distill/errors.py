@@ -6,7 +6,8 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     │   └── TooManyRejected       (distill.catalog) carries the IngestReport with every row error
     ├── ConfigError               a setting is missing or inconsistent
     ├── StoreError                a graph store failed to publish or read
-    │   └── VersionNotFound       the requested graph version does not exist
+    │   ├── VersionNotFound       the requested graph version does not exist
+    │   └── PublisherBusy         another publisher holds the store's publish lease
     ├── LLMError                  a model call failed
     │   ├── TransientLLMError     worth retrying: rate limit, timeout, 5xx, connection
     │   │   └── RateLimited       HTTP 429: the provider is up and asks us to wait (never opens the breaker)
@@ -35,6 +36,10 @@ class ConfigError(ShelfgraphError):
 
 class StoreError(ShelfgraphError):
     pass
+
+
+class PublisherBusy(StoreError):
+    """Another live publisher is writing to the same store; nothing was written (try again later)."""
 
 
 class VersionNotFound(StoreError):

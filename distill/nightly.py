@@ -1,5 +1,5 @@
 """The nightly job: compare today's catalog with the current graph version, re-distil only new and changed
-products (and products that lost a neighbour), reuse everything else, publish an incremental version.
+products (and products with an edge into a removed or changed one), reuse everything else, publish an incremental version.
 An unchanged catalog makes no model calls and publishes nothing. Holds no stage logic of its own.
 """
 
@@ -27,7 +27,8 @@ class CatalogDiff:
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     refreshed: tuple[str, ...] = ()
-    """Unchanged products that had relations to removed products: re-distilled to fill the gap."""
+    """Unchanged products with a relation into a removed or changed product: re-distilled, so the gap is filled
+    and every edge into a changed product is judged again against its new content."""
 
     @property
     def to_distil(self) -> set[str]:
@@ -73,10 +74,13 @@ def diff_catalog(products: Sequence[Product], previous: PublishedGraph) -> Catal
     new = sorted(set(now) - set(before))
     removed = sorted(set(before) - set(now))
     changed = sorted(pid for pid in set(now) & set(before) if now[pid] != before[pid])
-    gone = set(removed)
+    # An edge into a changed product was judged against content that no longer exists (the id may now name
+    # a different item), and an edge into a removed one leaves a gap: both send their source back to distil.
+    touched = {*removed, *changed}
+    changed_set = set(changed)
     edges = previous.edges.select("source", "target")
     refreshed = sorted(
-        {s for s, t in edges.iter_rows() if t in gone and s in now and s not in set(changed)}
+        {s for s, t in edges.iter_rows() if t in touched and s in now and s not in changed_set}
     )
     return CatalogDiff(tuple(new), tuple(changed), tuple(removed), tuple(refreshed))
 

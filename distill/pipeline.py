@@ -387,10 +387,11 @@ def run_pipeline(
         final = run.read_relations("prune")
     else:
         started = time.perf_counter()
-        pruned, pruned_away = _prune(scored, by_id, settings, [c for c in judged if c.near_duplicate])
-        final = _merge_reused(pruned, reuse, by_id, only)
+        # Reused relations are pruned together with this run's, so degree caps and symmetry hold over both.
+        merged = _merge_reused(scored, reuse, by_id, only)
+        final, pruned_away = _prune(merged, by_id, settings, [c for c in judged if c.near_duplicate])
         run.write_relations("prune", final)
-        state.done(StageReport(stage="prune", items_in=len(scored), items_out=len(final),
+        state.done(StageReport(stage="prune", items_in=len(merged), items_out=len(final),
                                rejected=len(pruned_away), rejection_reasons=reason_counts(pruned_away),
                                wall_seconds=time.perf_counter() - started), pruned_away)
 

@@ -27,7 +27,7 @@ class DistillSettings(BaseSettings):
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("shelfgraph")
     neo4j_database: str | None = None
-    neo4j_batch_size: int = Field(default=5000, ge=1)
+    neo4j_batch_size: int = Field(default=20_000, ge=1, description="rows per Neo4j write transaction")
 
     # --- LLM (through litellm; unset model = run the stages that need no model) ---------------------
     llm_model: str | None = None

@@ -134,14 +134,37 @@ class EmbeddedStore:
             except Exception as exc:  # any failure: nothing became visible; clean and report
                 shutil.rmtree(stage, ignore_errors=True)
                 raise StoreError(f"publishing version {version_id!r} failed: {exc}") from exc
+            previous = self.current_version()
             try:
                 self._swap_pointer(version_id)
             except Exception as exc:
                 # The folder is complete but was never current; remove it so the id can be published again.
                 shutil.rmtree(target, ignore_errors=True)
                 raise StoreError(f"switching to version {version_id!r} failed: {exc}") from exc
+            try:
+                _fsync_dir(self.root)
+            except Exception as exc:
+                # The pointer already names the new folder: it must stay (see _after_failed_sync).
+                raise self._after_failed_sync(version_id, previous, exc) from exc
             self._prune()
         return stored
+
+    def _after_failed_sync(self, version_id: str, previous: str | None, exc: BaseException) -> StoreError:
+        """The pointer was replaced but the directory sync failed: whether a crash would keep the new pointer is
+        unknown, so the new folder stays (a pointer must never name a missing version) and the previous version
+        is made current again, best effort, as a failed publish promises."""
+        if previous is None:
+            outcome = "it stays current (there was no previous version)"
+        else:
+            try:
+                self._swap_pointer(previous)
+                outcome = f"{previous!r} is current again"
+            except OSError as again:
+                outcome = f"it stays current (restoring {previous!r} failed too: {again})"
+        return StoreError(
+            f"switching to version {version_id!r} failed while syncing {self.root}: {exc}; its folder is kept and "
+            f"{outcome}"
+        )
 
     def _write_version(self, folder: Path, nodes: pl.DataFrame, edges: pl.DataFrame, manifest: GraphVersion) -> None:
         nodes.write_parquet(folder / NODES_FILE)
@@ -158,7 +181,6 @@ class EmbeddedStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.root / _POINTER)
-        _fsync_dir(self.root)
 
     def _prune(self) -> None:
         current = self.current_version()

@@ -58,7 +58,12 @@ def test_unchanged_catalog_makes_no_calls_and_publishes_nothing(world) -> None:
 def test_one_changed_product_costs_a_small_fraction_of_a_full_run(world) -> None:
     server, store, products = world["server"], world["store"], world["products"]
     parent = store.current_version()
-    target = products[7]
+    # Edges into a changed product are re-judged with their sources (see the test below), so the cost grows
+    # with its in-degree: a product few others point at stands for the common case of one edited listing.
+    pointing: dict[str, set[str]] = {p.id: set() for p in products}
+    for relation in store.load(parent).relations():
+        pointing[relation.target].add(relation.source)
+    target = min(products, key=lambda p: (len(pointing[p.id]), p.id))
     changed = [edited(p, " Now with a longer warranty.") if p.id == target.id else p for p in products]
     before = server.call_count
     result = nightly(changed, world["interactions"], world["settings"], store, progress=False,
@@ -74,7 +79,7 @@ def test_one_changed_product_costs_a_small_fraction_of_a_full_run(world) -> None
     assert graph.manifest.run_report is not None and graph.manifest.run_report.mode == "incremental"
     # Everything else was reused: the other products keep their relations.
     previous = store.load(parent)
-    untouched = {r.key for r in previous.relations() if r.source != target.id}
+    untouched = {r.key for r in previous.relations() if r.source not in result.diff.to_distil}
     now = {r.key for r in graph.relations()}
     assert len(untouched & now) >= 0.9 * len(untouched)
     assert any(r.source == target.id for r in graph.relations())
@@ -98,3 +103,61 @@ def test_removed_product_loses_every_relation_and_new_product_gets_some(world) -
     assert all(r.source in ids and r.target in ids for r in relations)
     # Products that pointed at the removed one were re-distilled to fill the gap.
     assert set(result.diff.refreshed) <= ids
+
+
+def _degrees(relations, kind: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for relation in relations:
+        if relation.kind == kind:
+            out[relation.source] = out.get(relation.source, 0) + 1
+    return out
+
+
+def test_edges_into_a_changed_product_are_judged_again(world) -> None:
+    """A product whose content changed may now be a different item: every edge into it is re-judged (its
+    sources are re-distilled), none is republished as it was."""
+    store, settings = world["store"], world["settings"]
+    catalog = [p for p in store.load().products()]
+    relations = store.load().relations()
+    into: dict[str, set[str]] = {}
+    for relation in relations:
+        into.setdefault(relation.target, set()).add(relation.source)
+    target_id = max(sorted(into), key=lambda pid: len(into[pid]))
+    sources = into[target_id] - {target_id}
+    assert sources, "the fixture graph should have edges into some product"
+    changed = [edited(p, " Now sold as a different item entirely.") if p.id == target_id else p for p in catalog]
+    result = nightly(changed, world["interactions"], settings, store, progress=False, encoder=HashingEncoder())
+    assert result.diff.changed == (target_id,)
+    assert sources <= set(result.diff.refreshed) | {target_id}
+    assert result.distill is not None
+    run_id = result.distill.run_id
+    stale = [r.key for r in store.load().relations() if r.target == target_id and r.provenance.run_id != run_id]
+    assert stale == [], f"edges into the changed product kept from the previous version: {stale}"
+
+
+def test_reused_and_fresh_relations_are_capped_together(world) -> None:
+    """A new product that is a substitute of unchanged products must not push them over the degree cap:
+    pruning runs over reused and fresh relations together."""
+    store, settings = world["store"], world["settings"]
+    graph = store.load()
+    catalog = graph.products()
+    degree = _degrees(graph.relations(), "substitute")
+    full = sorted(pid for pid, n in degree.items() if n >= settings.max_substitutes)
+    assert full, "the fixture graph should have products at the substitute cap"
+    by_id = {p.id: p for p in catalog}
+    # Near-copies of products at the cap (other brand, same text): certain substitutes of them.
+    newcomers = [
+        Product(id=f"SKU-COPY-{i}", title=by_id[pid].title + " (renewed)", description=by_id[pid].description,
+                brand="Other Brand", category=by_id[pid].category)
+        for i, pid in enumerate(full[:4])
+    ]
+    result = nightly([*catalog, *newcomers], world["interactions"], settings, store, progress=False,
+                     encoder=HashingEncoder())
+    assert result.published
+    relations = store.load().relations()
+    assert any(r.source in {n.id for n in newcomers} and r.kind == "substitute" for r in relations)
+    over_sub = {pid: n for pid, n in _degrees(relations, "substitute").items() if n > settings.max_substitutes}
+    over_comp = {pid: n for pid, n in _degrees(relations, "complement").items() if n > settings.max_complements}
+    assert over_sub == {} and over_comp == {}
+    keys = {r.key for r in relations}
+    assert all((r.target, r.source, "substitute") in keys for r in relations if r.kind == "substitute")

@@ -1,5 +1,5 @@
 """Neo4jStore against a real Neo4j: round trips, atomic switch under concurrent reads, crashed publishes,
-idempotence, hostile text and keep-N cleanup."""
+idempotence, hostile text, keep-N cleanup, and one publisher at a time (two processes)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 
 from pydantic import SecretStr
 
-from distill.errors import StoreError, VersionNotFound
+from distill.errors import PublisherBusy, StoreError, VersionNotFound
 from distill.settings import DistillSettings
 from distill.store.base import GraphStore
-from distill.store.neo4j import Neo4jStore, complements_query
+from distill.store.neo4j import Neo4jStore, Publisher, complements_query
 from graph_schema.models import Evidence, GraphVersion, Product, Provenance, Relation, catalog_fingerprint
 
 pytestmark = pytest.mark.neo4j
@@ -414,3 +414,151 @@ def test_unreachable_server_raises_store_error() -> None:
             Neo4jStore(driver).current_version()
     finally:
         driver.close()
+
+
+# --- one publisher at a time ---------------------------------------------------------------------------------
+
+_SLOW_PUBLISHER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    import neo4j
+    from distill.store.neo4j import Neo4jStore
+    from tests.integration.test_neo4j_store import make_graph
+    driver = neo4j.GraphDatabase.driver(os.environ["T_URI"], auth=(os.environ["T_USER"], os.environ["T_PASSWORD"]))
+    products, relations, manifest = make_graph(sys.argv[2], n_products=3000, fanout=3)
+    store = Neo4jStore(driver, batch_size=25, parallel=1, lease_seconds=float(sys.argv[3]))
+    store.publish(products, relations, manifest)
+    print("published", sys.argv[2])
+    """
+)
+
+
+def _start_publisher(driver: neo4j.Driver, version: str, lease_seconds: float) -> subprocess.Popen[str]:
+    address = driver.get_server_info().address
+    env = {
+        **os.environ,
+        "T_URI": f"bolt://{address.host}:{address.port}",
+        "T_USER": os.environ.get("NEO4J_USER", "neo4j"),
+        "T_PASSWORD": os.environ.get("NEO4J_PASSWORD", "shelfgraph"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PUBLISHER, str(REPO_ROOT), version, str(lease_seconds)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_nodes(driver: neo4j.Driver, proc: subprocess.Popen[str], version: str, at_least: int) -> None:
+    deadline = time.monotonic() + 120
+    while node_count(driver, version) < at_least:
+        assert proc.poll() is None, f"publisher ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "publisher made no progress"
+        time.sleep(0.05)
+
+
+def test_second_publisher_is_refused_while_one_runs(clean_neo4j: neo4j.Driver) -> None:
+    store = Neo4jStore(clean_neo4j, keep=1)
+    p1, r1, m1 = make_graph("v1")
+    store.publish(p1, r1, m1)
+    proc = _start_publisher(clean_neo4j, "v2", 30)
+    try:
+        _wait_for_nodes(clean_neo4j, proc, "v2", 300)
+        written = node_count(clean_neo4j, "v2")
+        p3, r3, m3 = make_graph("v3")
+        with pytest.raises(PublisherBusy, match="another publisher is running") as refused:
+            store.publish(p3, r3, m3)
+        assert "writing version 'v2'" in str(refused.value)
+        # The refused publisher wrote nothing and removed nothing (keep=1 would have doomed v2's partial rows).
+        assert node_count(clean_neo4j, "v3") == 0
+        assert node_count(clean_neo4j, "v2") >= written
+        assert store.current_version() == "v1"
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert store.current_version() == "v2"
+    assert node_count(clean_neo4j, "v2") == 3000 and rel_count(clean_neo4j, "v2") == 9000
+    store.publish(p3, r3, m3)  # the lease was released: the next publish goes through
+    assert store.current_version() == "v3"
+
+
+def test_cleanup_never_removes_a_version_a_live_publisher_is_writing(clean_neo4j: neo4j.Driver) -> None:
+    """The lease is taken from a publisher that is still alive (here: its lock node is deleted, as after a
+    partition outlasting the lease). Another publish then runs its cleanup with keep=1: the live publisher's
+    partial version has a fresh heartbeat and stays; the live publisher then finds its lease gone and does
+    not switch the pointer."""
+    store = Neo4jStore(clean_neo4j, keep=1, lease_seconds=6)
+    p1, r1, m1 = make_graph("v1")
+    store.publish(p1, r1, m1)
+    proc = _start_publisher(clean_neo4j, "v2", 6)
+    try:
+        _wait_for_nodes(clean_neo4j, proc, "v2", 300)
+        clean_neo4j.execute_query("MATCH (l:PublishLock) DELETE l")
+        p3, r3, m3 = make_graph("v3")
+        store.publish(p3, r3, m3)
+        assert store.current_version() == "v3"
+        assert node_count(clean_neo4j, "v2") >= 300
+        assert count(clean_neo4j, "MATCH (v:GraphVersion {version_id: 'v2', state: 'writing'}) RETURN count(v)") == 1
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "lost the publish lease" in err, (out, err)
+    assert store.current_version() == "v3"
+    assert_same_graph(store, None, p3, r3)
+    # Its partial version was given up when it stopped; the next publish removes it.
+    p4, r4, m4 = make_graph("v4")
+    store.publish(p4, r4, m4)
+    assert node_count(clean_neo4j, "v2") == 0
+    assert count(clean_neo4j, "MATCH (v:GraphVersion {version_id: 'v2'}) RETURN count(v)") == 0
+
+
+def test_expired_lease_of_a_publisher_elsewhere_is_taken_over(clean_neo4j: neo4j.Driver) -> None:
+    clean_neo4j.execute_query(
+        "CREATE (:PublishLock {name: 'publish', owner: 'other-host:4242:feed', host: 'other-host', pid: 4242, "
+        "version: 'v9', heartbeat_at: timestamp(), expires_at: timestamp() + 1500})"
+    )
+    store = Neo4jStore(clean_neo4j)
+    p1, r1, m1 = make_graph("v1")
+    with pytest.raises(PublisherBusy, match="other-host:4242:feed"):
+        store.publish(p1, r1, m1)
+    assert store.current_version() is None
+    time.sleep(2.0)  # nobody renews it: the lease expires
+    store.publish(p1, r1, m1)
+    assert store.current_version() == "v1"
+    assert count(clean_neo4j, "MATCH (l:PublishLock) RETURN count(l)") == 0  # released after the publish
+
+
+def test_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once(clean_neo4j: neo4j.Driver) -> None:
+    me = Publisher.this_process()
+    if me.boot_id is None or me.pid_ns is None:
+        pytest.skip("needs /proc to tell a dead process")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    clean_neo4j.execute_query(
+        "CREATE (:PublishLock {name: 'publish', owner: $owner, host: $host, boot_id: $boot_id, pid_ns: $pid_ns, "
+        "pid: $pid, pid_start: '1', heartbeat_at: timestamp(), expires_at: timestamp() + 600000})",
+        owner=f"{me.host}:{gone.pid}:dead", host=me.host, boot_id=me.boot_id, pid_ns=me.pid_ns, pid=gone.pid,
+    )
+    store = Neo4jStore(clean_neo4j)
+    p1, r1, m1 = make_graph("v1")
+    store.publish(p1, r1, m1)
+    assert store.current_version() == "v1"
+
+
+def test_versions_written_before_the_provenance_table_still_load(clean_neo4j: neo4j.Driver) -> None:
+    """Older versions carry run_id/model/prompt_version/stage on every relationship; an upgraded reader serves them."""
+    store = Neo4jStore(clean_neo4j)
+    p1, r1, m1 = make_graph("v1", fanout=5)
+    store.publish(p1, r1, m1)
+    clean_neo4j.execute_query(
+        "MATCH (:Product {version: 'v1'})-[r]->() "
+        "SET r.run_id = 'v1', r.model = 'm', r.prompt_version = 'pv1', r.stage = 'verify' REMOVE r.p"
+    )
+    clean_neo4j.execute_query("MATCH (v:GraphVersion {version_id: 'v1'}) REMOVE v.provenance")
+    assert_same_graph(store, None, p1, r1)
+    expected = sorted((r for r in r1 if r.source == "p00003" and r.kind == "complement"), key=lambda r: -r.score)
+    assert complements_query(clean_neo4j, "p00003", k=2) == expected[:2]

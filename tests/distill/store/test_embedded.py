@@ -229,3 +229,47 @@ def test_export_graphml_opens_with_networkx(tmp_path: Path, tiny_catalog: list[P
     (attrs,) = [a for _, _, a in read.edges(relation.source, data=True) if a["kind"] == relation.kind]
     assert attrs["reasons"] == " | ".join(relation.reasons)
     assert float(attrs["score"]) == pytest.approx(relation.score)
+
+
+def _failing_root_sync(store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directory fsync fails for the store root only, i.e. right after the pointer was replaced."""
+    import distill.store.embedded as embedded
+
+    real = embedded._fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        if Path(path) == store.root:
+            raise OSError(5, "Input/output error (injected)")
+        real(path)
+
+    monkeypatch.setattr(embedded, "_fsync_dir", fsync_dir)
+
+
+def test_failed_directory_sync_after_the_swap_never_leaves_the_pointer_on_a_missing_version(
+    tmp_path: Path, tiny_catalog: list[Product], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmbeddedStore(tmp_path)
+    publish(store, "v1", tiny_catalog)
+    _failing_root_sync(store, monkeypatch)
+    with pytest.raises(StoreError, match="Input/output error"):
+        publish(store, "v2", tiny_catalog, minutes=1)
+    monkeypatch.undo()
+    # Whichever version the pointer names (on disk it may be either after a crash), that version is readable.
+    assert store.current_version() == "v1"
+    assert store.load().manifest.version_id == "v1"
+    assert (tmp_path / "versions" / "v2" / "manifest.json").exists()
+    assert store.load("v2").manifest.version_id == "v2"
+
+
+def test_failed_directory_sync_on_the_first_publish_keeps_the_version_it_names(
+    tmp_path: Path, tiny_catalog: list[Product], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmbeddedStore(tmp_path)
+    _failing_root_sync(store, monkeypatch)
+    with pytest.raises(StoreError, match="no previous version"):
+        publish(store, "v1", tiny_catalog)
+    monkeypatch.undo()
+    assert store.current_version() == "v1"
+    assert store.load().manifest.version_id == "v1"
+    publish(store, "v2", tiny_catalog, minutes=1)  # the store goes on working
+    assert store.load().manifest.version_id == "v2"
