@@ -29,6 +29,10 @@ class ServeSettings(BaseSettings):
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("shelfgraph")
     neo4j_database: str | None = None
+    index_dir: Path | None = Field(
+        default=None, description="where each version's index is written once and mapped by every worker; "
+        "default: an `index` folder beside graph_dir"
+    )
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="poll the store for a new current version; 0 = never"
     )
@@ -52,6 +56,9 @@ class ServeSettings(BaseSettings):
     metrics_dir: Path | None = Field(
         default=None, description="multiprocess metrics files; default: a fresh temporary folder per server start"
     )
+
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir if self.index_dir is not None else self.graph_dir.parent / "index"
 
     @model_validator(mode="after")
     def _k_within_limit(self) -> ServeSettings:
