@@ -22,6 +22,7 @@ from distill.store.base import PublishedGraph
 from graph_schema.kinds import RelationKind
 from serve.build import (
     F32,
+    SCORE_LEVELS,
     I32,
     Csr,
     EdgeColumns,
@@ -173,9 +174,9 @@ class GraphIndex:
         return cls(*packed_in_memory(build_arrays(meta, nodes, edges)))
 
     @staticmethod
-    def write(graph: PublishedGraph, folder: Path) -> Path:
+    def write(graph: PublishedGraph, folder: Path, *, score_levels: int = SCORE_LEVELS) -> Path:
         """Build the index of `graph` and write it as the files `open` maps."""
-        return write_index(build_arrays(*columns_from_published(graph)), folder)
+        return write_index(build_arrays(*columns_from_published(graph), score_levels=score_levels), folder)
 
     @staticmethod
     def write_columns(meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns, folder: Path) -> Path:
@@ -352,7 +353,7 @@ class GraphIndex:
     @staticmethod
     def _slice(csr: Csr, row: int) -> tuple[I32, F32, I32]:
         lo, hi = int(csr.indptr[row]), int(csr.indptr[row + 1])
-        return csr.dst[lo:hi], csr.score[lo:hi], csr.reason_id[lo:hi]
+        return csr.dst[lo:hi], csr.scores(lo, hi), csr.reason_id[lo:hi]
 
     def _category(self, row: int) -> tuple[str, ...]:
         c = int(self._a.nodes.category_id[row])
@@ -390,7 +391,7 @@ class GraphIndex:
             cc = self._a.category_complements
             lo, hi = int(cc.indptr[cat]), int(cc.indptr[cat + 1])
             assert cc.via is not None
-            dst, score, reason, via = cc.dst[lo:hi], cc.score[lo:hi], cc.reason_id[lo:hi], cc.via[lo:hi]
+            dst, score, reason, via = cc.dst[lo:hi], cc.scores(lo, hi), cc.reason_id[lo:hi], cc.via[lo:hi]
             keep = (dst != row) & ~np.isin(dst, sub_dst)
             if keep.any():
                 return _Candidates("via_category", dst[keep], score[keep], reason[keep], via[keep])

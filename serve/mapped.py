@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from serve.build import Csr, IndexArrays, IndexMeta, NodeColumns, ProductDetails
+from serve.build import SCORE_LEVELS, Csr, IndexArrays, IndexMeta, NodeColumns, ProductDetails
 
 FORMAT = 1
 _META = "meta.json"
@@ -29,7 +29,7 @@ _DETAIL_FIELDS = ("description", "brand", "attributes_json", "enriched_json")
 
 
 class StringColumn(Sequence[str | None]):
-    """Row -> str (or None) over a UTF-8 blob and int64 end offsets; nothing decoded until asked."""
+    """Row -> str (or None) over a UTF-8 blob and end offsets; nothing decoded until asked."""
 
     __slots__ = ("_blob", "_ends", "_valid", "_n")
 
@@ -107,7 +107,7 @@ def _strings(values: Sequence[str | None], *, nullable: bool) -> dict[str, np.nd
     ends = np.zeros(len(encoded) + 1, dtype=np.int64)
     if encoded:
         np.cumsum([len(b) for b in encoded], out=ends[1:])
-    out = {"blob": np.frombuffer(b"".join(encoded), dtype=np.uint8), "ends": ends}
+    out = {"blob": np.frombuffer(b"".join(encoded), dtype=np.uint8), "ends": _narrow_indptr(ends)}
     if nullable:
         out["valid"] = np.fromiter((v is not None for v in values), dtype=np.uint8, count=len(values))
     return out
@@ -131,10 +131,17 @@ def pack(arrays: IndexArrays) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     reason_dtype = _reason_dtype(len(reasons))
     out: dict[str, np.ndarray] = {}
 
+    # one table of distinct scores for the three lists: 2-byte codes when it fits, float32 otherwise
+    table = np.unique(np.concatenate([c.score.astype(np.float32) for c in csrs]))
+    coded = len(table) <= SCORE_LEVELS
+    if coded:
+        out["scores.table"] = table
+
     def csr(name: str, c: Csr) -> None:
         out[f"{name}.indptr"] = _narrow_indptr(c.indptr)
         out[f"{name}.dst"] = c.dst.astype(np.int32, copy=False)
-        out[f"{name}.score"] = c.score.astype(np.float32, copy=False)
+        score = c.score.astype(np.float32, copy=False)
+        out[f"{name}.score"] = np.searchsorted(table, score).astype(np.uint16) if coded else score
         rid = c.reason_id.astype(np.int64)
         out[f"{name}.reason_id"] = np.where(rid < 0, len(arrays.reasons), rid).astype(reason_dtype)
         if c.via is not None:
@@ -250,6 +257,7 @@ def _csr(a: dict[str, np.ndarray], name: str) -> Csr:
         score=a[f"{name}.score"],
         reason_id=a[f"{name}.reason_id"],  # type: ignore[arg-type]
         via=a.get(f"{name}.via"),
+        score_table=a.get("scores.table"),
     )
 
 

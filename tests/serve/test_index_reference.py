@@ -15,6 +15,7 @@ import pytest
 
 from distill.store.base import PublishedGraph
 from graph_schema.models import Product, Relation
+from serve.build import SCORE_LEVELS
 from serve.index import SUBSTITUTE_FANOUT, GraphIndex
 from tests.serve.conftest import make_graph, product, rel
 
@@ -25,10 +26,19 @@ f32 = np.float32
 def build(how: str, graph: PublishedGraph, tmp_path: Path) -> GraphIndex:
     if how == "memory":
         return GraphIndex.from_published(graph)
-    return GraphIndex.open(GraphIndex.write(graph, tmp_path / "index" / graph.manifest.version_id))
+    # "quantized": as if the graph had more distinct scores than 2-byte codes hold (the 1M-product case)
+    levels = 1 if how == "quantized" else SCORE_LEVELS
+    return GraphIndex.open(GraphIndex.write(graph, tmp_path / "index" / graph.manifest.version_id, score_levels=levels))
 
 
-HOW = ["memory", "mapped"]
+HOW = ["memory", "mapped", "quantized"]
+
+
+def stored(score: float, how: str) -> float:
+    """What the index stores: float32, and on the k/65535 grid when quantized."""
+    if how != "quantized":
+        return float(f32(score))
+    return float(f32(round(min(max(float(f32(score)), 0.0), 1.0) * 65535) / 65535))
 
 
 @dataclass
@@ -36,6 +46,7 @@ class Ref:
     products: dict[str, Product]
     comp: dict[str, dict[str, float]]
     subs: dict[str, dict[str, float]]
+    how: str = "memory"
 
 
 def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]:
@@ -52,17 +63,17 @@ def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]
     return products, relations
 
 
-def reference(products: list[Product], relations: list[Relation]) -> Ref:
+def reference(products: list[Product], relations: list[Relation], how: str = "memory") -> Ref:
     comp: dict[str, dict[str, float]] = {p.id: {} for p in products}
     subs: dict[str, dict[str, float]] = {p.id: {} for p in products}
     for r in relations:
-        s = float(f32(r.score))
+        s = stored(r.score, how)
         if r.kind == "complement":
             comp[r.source][r.target] = max(comp[r.source].get(r.target, 0.0), s)
         else:
             for a, b in ((r.source, r.target), (r.target, r.source)):
                 subs[a][b] = max(subs[a].get(b, 0.0), s)
-    return Ref({p.id: p for p in products}, comp, subs)
+    return Ref({p.id: p for p in products}, comp, subs, how)
 
 
 def ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
@@ -87,7 +98,7 @@ def ref_candidates(ref: Ref, pid: str) -> tuple[str, list[tuple[str, float]]]:
         for q in sources:
             for t, c in ref.comp[q].items():
                 totals[t] = totals.get(t, 0.0) + c
-        means = {t: float(f32(v / len(sources))) for t, v in totals.items()}
+        means = {t: stored(float(f32(v / len(sources))), ref.how) for t, v in totals.items()}
         kept = [(t, s) for t, s in ranked(means)[:50] if t != pid and t not in top_subs]
         if kept:
             return "via_category", kept
@@ -131,7 +142,7 @@ def close(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_lookups_match_reference(seed: int, how: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
-    ref = reference(products, relations)
+    ref = reference(products, relations, how)
     ix = build(how, make_graph(products, relations), tmp_path)
     rng = random.Random(1000 + seed)
     ids = [p.id for p in products]
@@ -178,7 +189,7 @@ def ref_cart(ref: Ref, cart: list[str], k: int, f: dict) -> list[tuple[str, floa
 @pytest.mark.parametrize("seed", range(6))
 def test_cart_matches_reference(seed: int, how: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
-    ref = reference(products, relations)
+    ref = reference(products, relations, how)
     ix = build(how, make_graph(products, relations), tmp_path)
     rng = random.Random(2000 + seed)
     ids = [p.id for p in products]
