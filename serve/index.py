@@ -440,14 +440,16 @@ class GraphIndex:
             dst, score, reason = cand.dst[keep], cand.score[keep], cand.reason[keep]
             via = cand.via[keep] if cand.via is not None else None
         nodes, reasons = self._a.nodes, self._a.reasons
-        ids, titles, categories = nodes.ids, nodes.titles, nodes.categories
-        vias = via.tolist() if via is not None else [-1] * len(dst)
+        ids, categories = nodes.ids, nodes.categories
+        rows = dst.tolist()
+        vias = via.tolist() if via is not None else [-1] * len(rows)
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
         return tuple(
-            new(Neighbour, (ids[t], titles[t], categories[c] if c >= 0 else (), None if p != p else p, s, reasons[r],
+            new(Neighbour, (pid, title, categories[c] if c >= 0 else (), None if p != p else p, s, reasons[r],
                             ids[v] if v >= 0 else None))
-            for t, c, p, s, r, v in zip(
-                dst.tolist(),
+            for pid, title, c, p, s, r, v in zip(
+                ids.take(rows),  # type: ignore[attr-defined]
+                nodes.titles.take(rows),  # type: ignore[attr-defined]
                 nodes.category_id[dst].tolist(),  # two gathers for the k rows, instead of per-row lists per worker
                 nodes.price[dst].tolist(),
                 np.round(score.astype(np.float64), 6).tolist(),  # float32 noise digits off, in one call
@@ -460,14 +462,15 @@ class GraphIndex:
         """At most ceil(k/2) per category path (uncategorized products share one bucket); when the cap
         leaves fewer than k, the best skipped candidates fill the rest in score order."""
         cap = math.ceil(k / 2)
-        category_id = self._a.nodes.category_id
+        # one gather, not a numpy scalar read per candidate
+        cats = self._a.nodes.category_id[np.array(ranked, dtype=np.int64)].tolist() if ranked else []
         per_cat: dict[int, int] = {}
         chosen: list[int] = []
         skipped: list[int] = []
-        for t in ranked:
+        for j, t in enumerate(ranked):
             if len(chosen) >= k:
                 break
-            c = int(category_id[t])
+            c = cats[j]
             if per_cat.get(c, 0) < cap:
                 per_cat[c] = per_cat.get(c, 0) + 1
                 chosen.append(t)

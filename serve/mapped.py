@@ -26,6 +26,7 @@ from serve.build import SCORE_LEVELS, Csr, IndexArrays, IndexMeta, NodeColumns, 
 FORMAT = 1
 _META = "meta.json"
 _DETAIL_FIELDS = ("description", "brand", "attributes_json", "enriched_json")
+Bytes = bytes | mmap.mmap
 
 
 class StringColumn(Sequence[str | None]):
@@ -33,7 +34,7 @@ class StringColumn(Sequence[str | None]):
 
     __slots__ = ("_blob", "_ends", "_valid", "_n")
 
-    def __init__(self, blob: memoryview, ends: np.ndarray, valid: np.ndarray | None) -> None:
+    def __init__(self, blob: Bytes, ends: np.ndarray, valid: np.ndarray | None) -> None:
         self._blob = blob
         self._ends = memoryview(ends)  # scalar reads from a memoryview are plain ints, 3x faster than numpy's
         self._valid = memoryview(valid) if valid is not None else None
@@ -50,11 +51,17 @@ class StringColumn(Sequence[str | None]):
         ends = self._ends
         return str(self._blob[ends[row] : ends[row + 1]], "utf-8")
 
+    def take(self, rows: list[int]) -> list[str]:
+        """Several rows of a column without nulls (ids, titles), in one call: the per-item method call
+        is most of the cost of a short list."""
+        ends, blob = self._ends, self._blob
+        return [str(blob[ends[r] : ends[r + 1]], "utf-8") for r in rows]
+
     def __iter__(self) -> Iterator[str | None]:
         return (self[i] for i in range(self._n))
 
     def nbytes(self) -> int:
-        return self._blob.nbytes + self._ends.nbytes + (self._valid.nbytes if self._valid is not None else 0)
+        return len(self._blob) + self._ends.nbytes + (self._valid.nbytes if self._valid is not None else 0)
 
 
 class IdTable:
@@ -246,8 +253,17 @@ def packed_in_memory(arrays: IndexArrays) -> tuple[IndexArrays, IdTable, int]:
     return _assemble(doc, _in_memory(named))
 
 
+def _sliceable(blob: np.ndarray) -> Bytes:
+    """The mmap (or bytes) under a blob array: slicing those yields bytes, which compare and decode
+    several times faster than memoryview slices."""
+    base = blob.base
+    if isinstance(base, (mmap.mmap, bytes)) and len(base) == blob.nbytes:
+        return base
+    return blob.tobytes()
+
+
 def _column(a: dict[str, np.ndarray], prefix: str, nullable: bool) -> StringColumn:
-    return StringColumn(memoryview(a[f"{prefix}.blob"]), a[f"{prefix}.ends"], a[f"{prefix}.valid"] if nullable else None)
+    return StringColumn(_sliceable(a[f"{prefix}.blob"]), a[f"{prefix}.ends"], a[f"{prefix}.valid"] if nullable else None)
 
 
 def _csr(a: dict[str, np.ndarray], name: str) -> Csr:
