@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest, values
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -58,26 +58,42 @@ class _GraphCollector:
         return [info, stale, products, relations, memory]
 
 
+class _RequestCounts:
+    """`shelfgraph_http_requests_total`, derived at scrape time from the latency histogram's `_count`
+    samples: the same number, without a second shared-memory write on every request."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        counts = CounterMetricFamily("shelfgraph_http_requests", "HTTP requests answered, by endpoint, method and status.",
+                                     labels=["endpoint", "method", "status"])
+        for family in self._source.collect():
+            if family.name != "shelfgraph_http_request_duration_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    labels = sample.labels
+                    counts.add_metric([labels["endpoint"], labels["method"], labels["status"]], sample.value)
+        return [counts]
+
+
 class Metrics:
     """One per app. Label children are cached: `.labels()` costs more than the observation itself."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("shelfgraph_http_requests", "HTTP requests answered, by endpoint, method and status.",
-                                ["endpoint", "method", "status"], registry=self.registry)
         self.latency = Histogram("shelfgraph_http_request_duration_seconds",
                                  "Time to answer, by endpoint, method and status.",
                                  ["endpoint", "method", "status"], buckets=BUCKETS, registry=self.registry)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)
-        children = self._children.get(key)
-        if children is None:
-            labels = (endpoint, method, str(status))
-            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.latency.labels(endpoint, method, str(status))
+        child.observe(seconds)
 
     def render(self, gauges: Callable[[], GraphGauges]) -> str:
         if multiprocess_enabled():
@@ -85,6 +101,7 @@ class Metrics:
             MultiProcessCollector(requests)
         else:
             requests = self.registry
-        graph = CollectorRegistry()
-        graph.register(_GraphCollector(gauges, str(os.getpid())))  # type: ignore[arg-type]
-        return (generate_latest(requests) + generate_latest(graph)).decode()
+        derived = CollectorRegistry()
+        derived.register(_RequestCounts(requests))  # type: ignore[arg-type]
+        derived.register(_GraphCollector(gauges, str(os.getpid())))  # type: ignore[arg-type]
+        return (generate_latest(derived) + generate_latest(requests)).decode()
