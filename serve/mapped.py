@@ -36,8 +36,8 @@ class StringColumn(Sequence[str | None]):
 
     def __init__(self, blob: Bytes, ends: np.ndarray, valid: np.ndarray | None) -> None:
         self._blob = blob
-        self._ends = memoryview(ends)  # scalar reads from a memoryview are plain ints, 3x faster than numpy's
-        self._valid = memoryview(valid) if valid is not None else None
+        self._ends = ends.data  # scalar reads from a memoryview are plain ints, 3x faster than numpy's
+        self._valid = valid.data if valid is not None else None
         self._n = len(ends) - 1
 
     def __len__(self) -> int:
@@ -71,7 +71,7 @@ class IdTable:
     __slots__ = ("_table", "_mask", "_ids")
 
     def __init__(self, table: np.ndarray, ids: StringColumn) -> None:
-        self._table = memoryview(table)
+        self._table = table.data
         self._mask = len(table) - 1
         self._ids = ids
 
@@ -81,7 +81,7 @@ class IdTable:
         while size < 2 * len(ids):
             size *= 2
         table = np.full(size, -1, dtype=np.int32)
-        slots = memoryview(table)
+        slots = table.data
         mask = size - 1
         for row, pid in enumerate(ids):
             slot = zlib.crc32(pid.encode()) & mask
@@ -167,8 +167,8 @@ def pack(arrays: IndexArrays) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         d = nodes.details
         columns: dict[str, Sequence[str | None]] = {f: getattr(d, f) for f in _DETAIL_FIELDS}
         columns["keyphrases_json"] = [json.dumps(k) if k else None for k in d.keyphrases]
-        for field, values in columns.items():
-            for part, array in _strings(values, nullable=True).items():
+        for field, column in columns.items():
+            for part, array in _strings(column, nullable=True).items():
                 out[f"details.{field}.{part}"] = array
     out["ids.table"] = IdTable.build(nodes.ids)
     meta = arrays.meta
@@ -268,10 +268,10 @@ def _column(a: dict[str, np.ndarray], prefix: str, nullable: bool) -> StringColu
 
 def _csr(a: dict[str, np.ndarray], name: str) -> Csr:
     return Csr(
-        indptr=a[f"{name}.indptr"],  # type: ignore[arg-type]
+        indptr=a[f"{name}.indptr"],
         dst=a[f"{name}.dst"],
         score=a[f"{name}.score"],
-        reason_id=a[f"{name}.reason_id"],  # type: ignore[arg-type]
+        reason_id=a[f"{name}.reason_id"],
         via=a.get(f"{name}.via"),
         score_table=a.get("scores.table"),
     )
@@ -282,8 +282,12 @@ def _assemble(doc: dict[str, Any], a: dict[str, np.ndarray]) -> tuple[IndexArray
     details = None
     if doc["has_details"]:
         keyphrases = _column(a, "details.keyphrases_json", True)
+        description, brand, attributes, enriched = (_column(a, f"details.{f}", True) for f in _DETAIL_FIELDS)
         details = ProductDetails(
-            *(_column(a, f"details.{f}", True) for f in _DETAIL_FIELDS),  # type: ignore[arg-type]
+            description=description,  # type: ignore[arg-type]  # a Sequence, read like the list it replaces
+            brand=brand,  # type: ignore[arg-type]
+            attributes_json=attributes,  # type: ignore[arg-type]
+            enriched_json=enriched,  # type: ignore[arg-type]
             keyphrases=_JsonLists(keyphrases),  # type: ignore[arg-type]
         )
     nodes = NodeColumns(

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-disable_created_metrics()  # the *_created series double the scrape and no dashboard reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the scrape and no dashboard reads them
 
 
 def multiprocess_enabled() -> bool:
@@ -98,10 +98,10 @@ class Metrics:
     def render(self, gauges: Callable[[], GraphGauges]) -> str:
         if multiprocess_enabled():
             requests = CollectorRegistry()
-            MultiProcessCollector(requests)
+            MultiProcessCollector(requests)  # type: ignore[no-untyped-call]
         else:
             requests = self.registry
         derived = CollectorRegistry()
-        derived.register(_RequestCounts(requests))  # type: ignore[arg-type]
-        derived.register(_GraphCollector(gauges, str(os.getpid())))  # type: ignore[arg-type]
+        derived.register(_RequestCounts(requests))
+        derived.register(_GraphCollector(gauges, str(os.getpid())))
         return (generate_latest(derived) + generate_latest(requests)).decode()
