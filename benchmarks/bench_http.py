@@ -1,14 +1,16 @@
-"""HTTP load benchmark: GET /v1/products/{random id}/complements served by gunicorn from the in-memory
-index, against a hello-world Flask app served the same way (same workers) and, when a Neo4j is
-available, against the same lookup answered by a live Cypher query per request. Prints throughput,
-p50/p99 and the ratios. Only 127.0.0.1. Needs `wrk` (apt-get install -y wrk); falls back to locust.
+"""HTTP load benchmark: GET /v1/products/{id}/complements from a published graph (EmbeddedStore, mapped
+index, the production entry point `serve.wsgi:app`) under granian and under gunicorn, against a
+hello-world Flask app under the same two servers with the same settings. Request ids cycle over every
+product (each wrk thread from its own offset), so no cache holds the answer set. Prints throughput,
+p50/p99, errors and the four ratios; optionally (--neo4j) the same lookup as a live Cypher query per
+request. Only 127.0.0.1. Needs `wrk` (apt-get install -y wrk); falls back to locust.
 
-    python benchmarks/bench_http.py                       # 100k products, 1M relations, 3 rounds x 10 s
-    python benchmarks/bench_http.py --products 20000 --duration 5 --no-neo4j
-    NEO4J_URI=bolt://127.0.0.1:7687 python benchmarks/bench_http.py   # a SCRATCH database: a version is published
+    python benchmarks/bench_http.py                                   # 20k products, 1 worker, 3 rounds x 5 s
+    python benchmarks/bench_http.py --products 20000 --workers 1 --connections 8 --duration 5 --rounds 3
+    NEO4J_URI=bolt://127.0.0.1:7687 python benchmarks/bench_http.py --neo4j  # a SCRATCH database
 
-Without NEO4J_URI a private Neo4j is started with scripts/neo4j-local on port 7688 (own run dir) when
-Java and Maven are present, and stopped afterwards.
+With --neo4j and no NEO4J_URI a private Neo4j is started with scripts/neo4j-local on port 7688 (own run
+dir) when Java and Maven are present, and stopped afterwards.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def make_hello_app() -> Any:
     return app
 
 
+HELLO = make_hello_app()
+
+
 def make_cypher_app() -> Any:
     """The same lookup answered live: one parameterized Cypher query per request."""
     import neo4j
@@ -104,16 +109,82 @@ def free_port() -> int:
 LOG_DIR = Path(tempfile.gettempdir()) / "shelfgraph-bench-http"
 
 
+def _start(label: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # a file, not a pipe: a pipe nobody reads fills up and blocks the workers' logging
+    LOG_DIR.mkdir(exist_ok=True)
+    log = (LOG_DIR / f"{label}.log").open("wb")
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_hello(server: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The hello-world app under exactly the argv serve.server builds for shelfgraph (same settings)."""
+    from serve.server import server_argv
+    from serve.settings import ServeSettings
+
+    port = free_port()
+    settings = ServeSettings(server=server, port=port, workers=workers)  # type: ignore[arg-type]
+    argv = server_argv(settings, "benchmarks.bench_http:HELLO")
+    return _start(f"hello-{server}", argv, {}), f"http://127.0.0.1:{port}"
+
+
+def start_shelfgraph(server: str, workers: int, graph_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`serve.wsgi:app` as `shelfgraph serve` runs it: settings through the environment, mapped index."""
+    from serve.server import server_argv, server_env
+    from serve.settings import ServeSettings
+
+    port = free_port()
+    settings = ServeSettings(server=server, port=port, workers=workers, graph_dir=graph_dir,  # type: ignore[arg-type]
+                             reload_interval_s=0)
+    metrics = Path(tempfile.mkdtemp(prefix=f"shelfgraph-bench-metrics-{server}-"))
+    return _start(f"shelfgraph-{server}", server_argv(settings), server_env(settings, metrics)), f"http://127.0.0.1:{port}"
+
+
 def start_gunicorn(factory: str, workers: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
             "--access-logfile", "/dev/null", "--timeout", "600", f"benchmarks.bench_http:{factory}"]
-    # a file, not a pipe: a pipe nobody reads fills up and blocks the workers' logging
-    LOG_DIR.mkdir(exist_ok=True)
-    log = (LOG_DIR / f"{factory.split('(')[0]}.log").open("wb")
-    process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-                               stdout=log, stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{port}"
+    return _start(factory.split("(")[0], argv, env), f"http://127.0.0.1:{port}"
+
+
+def publish_embedded(root: Path, n_products: int, n_relations: int) -> str:
+    """A synthetic graph published to an EmbeddedStore the way distill publishes one."""
+    from distill.store.embedded import EmbeddedStore
+
+    products, relations, manifest = synthetic_graph(n_products, n_relations)
+    store = EmbeddedStore(root)
+    started = time.perf_counter()
+    store.publish(products, relations, manifest)
+    print(f"embedded: published {len(products):,} products / {len(relations):,} relations "
+          f"in {time.perf_counter() - started:.1f}s")
+    return manifest.version_id
+
+
+def synthetic_graph(n_products: int, n_relations: int) -> tuple[list[Any], list[Any], Any]:
+    from benchmarks.synthetic import synthetic_columns
+    from graph_schema.models import GraphVersion, Product, Provenance, Relation
+
+    meta, nodes, edges = synthetic_columns(n_products, n_relations)
+    categories = nodes.categories
+    products = [
+        Product(id=pid, title=title, category=categories[c], price=None if p != p else round(p, 2))
+        for pid, title, c, p in zip(nodes.ids, nodes.titles, nodes.category_id.tolist(), nodes.price.tolist())
+    ]
+    prov = Provenance(run_id="bench")
+    relations, seen = [], set()
+    for s, d, k, sc, r in zip(edges.src.tolist(), edges.dst.tolist(), edges.kind.tolist(),
+                              edges.score.tolist(), edges.reason_id.tolist()):
+        key = (s, d, k) if k == 0 else (min(s, d), max(s, d), k)
+        if key in seen:
+            continue  # the store refuses duplicate keys; the index keeps the best of them
+        seen.add(key)
+        # model_construct: the arrays are valid by construction, and validating 1M models takes minutes
+        relations.append(Relation.model_construct(
+            source=nodes.ids[s], target=nodes.ids[d], kind="complement" if k == 0 else "substitute",
+            score=round(min(sc, 1.0), 6), reasons=edges.reasons[r], provenance=prov))
+    manifest = GraphVersion(version_id=f"bench-{n_products}-{n_relations}", catalog_fingerprint="bench",
+                            product_count=len(products), relation_counts={"complement": 0, "substitute": 0})
+    return products, relations, manifest
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
@@ -140,9 +211,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 LUA = """
-math.randomseed(%(seed)d)
+-- every thread walks all product ids in order from its own starting point
+local threads = {}
+function setup(thread)
+  thread:set("offset", #threads * %(stride)d)
+  table.insert(threads, thread)
+end
+local i = 0
 request = function()
-  return wrk.format("GET", string.format("/v1/products/P%%07d/complements?k=10", math.random(0, %(last)d)))
+  i = i + 1
+  return wrk.format("GET", string.format("/v1/products/P%%07d/complements?k=10", (offset + i) %% %(n)d))
 end
 """
 
@@ -320,30 +398,31 @@ def cpu_per_request(products: int, relations: int, rounds: int = 5, n: int = 200
 # --- main -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--products", type=int, default=100_000)
-    parser.add_argument("--relations", type=int, default=1_000_000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target and round")
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--relations", type=int, default=200_000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of every server")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of load per target and round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--no-neo4j", action="store_true")
+    parser.add_argument("--neo4j", action="store_true", help="also a live Cypher query per request")
     parser.add_argument("--neo4j-port", type=int, default=7688)
     parser.add_argument("--neo4j-run-dir", default=str(Path(tempfile.gettempdir()) / "shelfgraph-bench-neo4j"))
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--cpu-only", action="store_true", help="only the in-process CPU-per-request figure")
+    parser.add_argument("--cpu", action="store_true", help="also the in-process CPU-per-request figure")
     args = parser.parse_args()
-    cpu_per_request(args.products, args.relations)
-    if args.cpu_only:
-        return
+    args.no_neo4j = not args.neo4j
+    if args.cpu:
+        cpu_per_request(args.products, args.relations)
 
     use_wrk = shutil.which("wrk") is not None
-    print(f"load generator: {'wrk' if use_wrk else 'locust (wrk not found)'}; {args.workers} gunicorn workers, "
-          f"{args.connections} connections, {args.duration}s per target, graph {args.products:,} products / "
-          f"{args.relations:,} relations, cpus={os.cpu_count()}, load average={os.getloadavg()[0]:.1f}")
-    env = {ENV_PRODUCTS: str(args.products), ENV_RELATIONS: str(args.relations)}
+    print(f"load generator: {'wrk' if use_wrk else 'locust (wrk not found)'}; {args.workers} worker(s) per server, "
+          f"{args.connections} connections, {args.duration}s per target and round, graph {args.products:,} "
+          f"products / {args.relations:,} relations, cpus={os.cpu_count()}, load average={os.getloadavg()[0]:.1f}")
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lua.write_text(LUA % {"seed": 42, "last": args.products - 1})
+    lua.write_text(LUA % {"stride": max(args.products // max(args.threads, 1), 1), "n": args.products})
+    data = Path(tempfile.mkdtemp(prefix="shelfgraph-bench-http-"))
+    publish_embedded(data / "graph", args.products, args.relations)
 
     def load(name: str, base: str, path: str | None) -> Result:
         warm = (base + path) if path else f"{base}/v1/products/P0000000/complements?k=10"
@@ -353,60 +432,71 @@ def main() -> None:
             return run_wrk(name, base, path, None if path else lua, args.duration, args.connections, args.threads)
         return run_locust(name, base, path, args.products - 1, args.duration, args.connections)
 
-    targets: list[tuple[str, str, str | None, dict[str, str]]] = [
-        ("hello-world flask", "make_hello_app()", "/hello", {}),
-        ("shelfgraph index", "make_index_app()", None, env),
+    HG, HN, SG, SN = ("hello-world gunicorn", "hello-world granian", "shelfgraph gunicorn", "shelfgraph granian")
+    starters: list[tuple[str, Any, str | None]] = [
+        (HG, lambda: start_hello("gunicorn", args.workers), "/hello"),
+        (HN, lambda: start_hello("granian", args.workers), "/hello"),
+        (SG, lambda: start_shelfgraph("gunicorn", args.workers, data / "graph"), None),
+        (SN, lambda: start_shelfgraph("granian", args.workers, data / "graph"), None),
     ]
     neo = neo4j_target(args)
     if neo is not None:
         uri, user, password, _ = neo
         publish_to_neo4j(uri, user, password, args.products, args.relations)
-        targets.append(("live cypher per request", "make_cypher_app()", None, {ENV_NEO4J: f"{uri}|{user}|{password}"}))
+        cypher_env = {ENV_NEO4J: f"{uri}|{user}|{password}"}
+        starters.append(("live cypher per request", lambda: start_gunicorn("make_cypher_app()", args.workers,
+                                                                             cypher_env), None))
     # All servers run at once (idle unless loaded) and are loaded in turn, round after round: on a shared
     # machine background load drifts, and alternating short runs spreads the drift over every target.
-    rounds: dict[str, list[Result]] = {name: [] for name, *_ in targets}
+    rounds: dict[str, list[Result]] = {name: [] for name, *_ in starters}
     servers: list[tuple[str, subprocess.Popen[bytes], str, str | None]] = []
     try:
-        for name, factory, path, extra_env in targets:
-            print(f"{name}: starting gunicorn and loading", flush=True)
-            process, base = start_gunicorn(factory, args.workers, extra_env)
+        for name, start, path in starters:
+            process, base = start()
             servers.append((name, process, base, path))
-        for name, process, base, path in servers:
+            # one at a time: the first shelfgraph worker writes the index files, the next maps them
             wait_for(base + (path or "/v1/products/P0000000/complements?k=1"), process)
         for i in range(args.rounds):
             for name, _, base, path in servers:
                 rounds[name].append(load(name, base, path))
-                print(f"round {i + 1} {name}: {rounds[name][-1].requests_per_s:.0f} req/s", flush=True)
+                r = rounds[name][-1]
+                print(f"round {i + 1} {name:<24} {r.requests_per_s:8.0f} req/s  p99 {r.p99_ms:6.2f} ms  "
+                      f"errors {r.errors}", flush=True)
     finally:
         for _, process, _, _ in servers:
             stop(process)
         lua.unlink(missing_ok=True)
+        shutil.rmtree(data, ignore_errors=True)
         if neo is not None and neo[3]:
             stop_private_neo4j(args)
 
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
-    results = [
-        Result(name, median([r.requests_per_s for r in rs]), median([r.p50_ms for r in rs]),
-               median([r.p99_ms for r in rs]), sum(r.errors for r in rs))
+    median = statistics.median
+    results = {
+        name: Result(name, median([r.requests_per_s for r in rs]), median([r.p50_ms for r in rs]),
+                     median([r.p99_ms for r in rs]), sum(r.errors for r in rs))
         for name, rs in rounds.items()
-    ]
-    print(f"\nmedians over {args.rounds} alternating rounds of {args.duration}s")
+    }
+    print(f"\nmedians over {args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, "
+          f"{args.workers} worker(s)")
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for r in results:
+    for r in results.values():
         print(f"{r.name:<26}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}")
-    names = [name for name, *_ in targets]
-    per_round = [rounds[names[1]][i].requests_per_s / rounds[names[0]][i].requests_per_s for i in range(args.rounds)]
-    print(f"\nshelfgraph / hello-world throughput: median {median(per_round):.0%} "
-          f"(rounds: {', '.join(f'{x:.0%}' for x in per_round)}; goal >= 70%)")
-    if len(names) > 2:
-        vs = [rounds[names[1]][i].requests_per_s / rounds[names[2]][i].requests_per_s for i in range(args.rounds)]
-        ours, cypher = results[1], results[2]
-        print(f"shelfgraph / live-cypher throughput: median {median(vs):.1f}x; "
-              f"p50 {ours.p50_ms:.2f} ms vs {cypher.p50_ms:.2f} ms")
+
+    def ratio(a: str, b: str) -> str:
+        per_round = [x.requests_per_s / y.requests_per_s for x, y in zip(rounds[a], rounds[b])]
+        return f"{median(per_round):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
+
+    print()
+    print(f"shelfgraph granian / hello-world gunicorn:  {ratio(SN, HG)}   goal >= 2x")
+    print(f"shelfgraph granian / hello-world granian:   {ratio(SN, HN)}   goal >= 0.9x")
+    print(f"shelfgraph gunicorn / hello-world gunicorn: {ratio(SG, HG)}")
+    print(f"shelfgraph granian / shelfgraph gunicorn:   {ratio(SN, SG)}")
+    print(f"shelfgraph granian p99 {results[SN].p99_ms:.2f} ms (goal <= 5 ms), errors {results[SN].errors} (goal 0)")
+    if neo is not None:
+        print(f"shelfgraph granian / live cypher:           {ratio(SN, 'live cypher per request')}")
     if args.json:
         args.json.write_text(json.dumps({name: [r.__dict__ for r in rs] for name, rs in rounds.items()}, indent=2))
+
 
 if __name__ == "__main__":
     main()

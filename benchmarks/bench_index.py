@@ -4,7 +4,11 @@ SHELFGRAPH_BENCH_PRODUCTS / SHELFGRAPH_BENCH_RELATIONS). Run:
     pytest benchmarks/bench_index.py --benchmark-only
 
 Prints build time, memory per relation and lookup latencies (complements of one product, filtered
-lookup, cart of 5). The index is built through the same vectorized path as from a PublishedGraph.
+lookup, cart of 5), with p50/p99 from a timed loop of single calls beside pytest-benchmark's table. The
+index is built through the same vectorized path as from a PublishedGraph, written as the packed files the
+server maps, and mapped read-only (what every worker shares). A smaller run first:
+
+    SHELFGRAPH_BENCH_PRODUCTS=100000 SHELFGRAPH_BENCH_RELATIONS=2000000 pytest benchmarks/bench_index.py --benchmark-only -s
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,10 +42,36 @@ def columns():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def index(columns) -> GraphIndex:  # type: ignore[no-untyped-def]
+def folder() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="shelfgraph-bench-index-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_and_map(columns, folder: Path) -> GraphIndex:  # type: ignore[no-untyped-def]
+    target = folder / f"v{len(list(folder.iterdir()))}"
+    return GraphIndex.open(GraphIndex.write_columns(*columns, target))
+
+
+@pytest.fixture(scope="module")
+def index(columns, folder: Path) -> GraphIndex:  # type: ignore[no-untyped-def]
     if "index" not in _BUILT:
-        _BUILT["index"] = GraphIndex.from_columns(*columns)
+        _BUILT["index"] = _write_and_map(columns, folder)
     return _BUILT["index"]
+
+
+def _percentiles(name: str, call: Callable[[], Any], n: int = 20_000) -> None:
+    """Single calls timed one by one: pytest-benchmark's table has no p99."""
+    call()
+    times = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        started = clock()
+        call()
+        times.append(clock() - started)
+    times.sort()
+    p50, p99, p999 = (times[int(q * (n - 1))] / 1000 for q in (0.5, 0.99, 0.999))
+    print(f"\n{name}: p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us over {n:,} calls")
 
 
 def _ids(columns, seed: int = 1) -> Iterator[str]:  # type: ignore[no-untyped-def]
@@ -46,23 +80,25 @@ def _ids(columns, seed: int = 1) -> Iterator[str]:  # type: ignore[no-untyped-de
     return itertools.cycle([ids[rng.randrange(len(ids))] for _ in range(100_000)])
 
 
-def test_build_index(benchmark, columns) -> None:  # type: ignore[no-untyped-def]
-    index = benchmark.pedantic(GraphIndex.from_columns, args=columns, rounds=1, iterations=1)
+def test_build_index(benchmark, columns, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    index = benchmark.pedantic(_write_and_map, args=(columns, folder), rounds=1, iterations=1)
     _BUILT["index"] = index
     relations = sum(index.relation_counts().values())
-    memory = index.memory_bytes()
+    memory, shared = index.memory_bytes(), index.shared_bytes()
     benchmark.extra_info.update(
         products=index.product_count, relations=relations, memory_bytes=memory,
         bytes_per_relation=round(memory / relations, 2),
     )
     print(f"\nindex: {index.product_count:,} products, {relations:,} directed relations "
-          f"(substitutes mirrored), {memory / 1e6:,.0f} MB = {memory / relations:.1f} bytes/relation")
+          f"(substitutes mirrored), {memory / 1e6:,.0f} MB = {memory / relations:.1f} bytes/relation "
+          f"({shared / 1e6:,.0f} MB mapped once for every worker, {(memory - shared) / 1e6:,.1f} MB per worker)")
     assert index.product_count == N_PRODUCTS
 
 
 def test_complements_of_one_product(benchmark, index, columns) -> None:  # type: ignore[no-untyped-def]
     ids = _ids(columns)
     result = benchmark(lambda: index.complements(next(ids), 10))
+    _percentiles("complements k=10", lambda: index.complements(next(ids), 10))
     assert result.kind == "complement"
 
 
@@ -81,6 +117,7 @@ def test_substitutes_of_one_product(benchmark, index, columns) -> None:  # type:
 def test_cart_of_5(benchmark, index, columns) -> None:  # type: ignore[no-untyped-def]
     ids = _ids(columns, 4)
     result = benchmark(lambda: index.cart_addons([next(ids) for _ in range(5)], 10))
+    _percentiles("cart of 5, k=10", lambda: index.cart_addons([next(ids) for _ in range(5)], 10), 5_000)
     assert len(result.cart) == 5
 
 

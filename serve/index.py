@@ -1,8 +1,9 @@
 """`GraphIndex`: an immutable, in-memory projection of one published graph version, and its lookups.
 
-Pure: no I/O, no store, no model. Products are int32 rows; each relation kind is a CSR (indptr, target,
-score, reason id) sorted by score descending, so a lookup is a slice, a mask and a head. Building lives in
-`serve.build`. A reload builds a new GraphIndex beside the old one; nothing here is ever mutated.
+No store, no model. Products are int32 rows; each relation kind is a CSR (indptr, target, score, reason
+id) sorted by score descending, so a lookup is a slice, a mask and a head. Building lives in `serve.build`,
+the packed file layout every worker maps read-only in `serve.mapped`. A reload maps a new GraphIndex
+beside the old one; nothing here is ever mutated.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -20,6 +22,7 @@ from distill.store.base import PublishedGraph
 from graph_schema.kinds import RelationKind
 from serve.build import (
     F32,
+    SCORE_LEVELS,
     I32,
     Csr,
     EdgeColumns,
@@ -30,6 +33,7 @@ from serve.build import (
     columns_from_published,
     parse_json_object,
 )
+from serve.mapped import IdTable, map_index, packed_in_memory, write_index
 
 Source = Literal["direct", "via_substitutes", "via_category", "none"]
 """Where complements came from: the product's own edges, the complements of its substitutes, or what
@@ -142,36 +146,51 @@ _EMPTY_F32 = np.zeros(0, np.float32)
 class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
-    __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_row_category", "_row_price",
+    __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
                  "__weakref__")
 
-    def __init__(self, arrays: IndexArrays) -> None:
+    def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int) -> None:
+        """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`."""
         self._a = arrays
-        self._rows: dict[str, int] = {pid: i for i, pid in enumerate(arrays.nodes.ids)}
+        self._rows = rows
+        self._shared = shared_bytes
+        # memoryviews over the (mapped) columns: a scalar read is a plain Python int/float, several times
+        # cheaper than numpy indexing, and for ten rows cheaper than a gather plus tolist()
+        self._cat_of = np.ascontiguousarray(arrays.nodes.category_id, dtype=np.int32).data
+        self._price_of = np.ascontiguousarray(arrays.nodes.price, dtype=np.float64).data
         by_name: dict[str, list[int]] = {}
         for cat_id, path in enumerate(arrays.nodes.categories):
             for name in set(path):
                 by_name.setdefault(name, []).append(cat_id)
         self._cat_by_name = {name: np.array(ids, np.int32) for name, ids in by_name.items()}
         self._cat_masks: dict[str, np.ndarray] = {}
-        # per-row Python values for the response fields: list indexing beats numpy gathers on 10 items
-        categories = arrays.nodes.categories
-        self._row_category: list[tuple[str, ...]] = [
-            categories[c] if c >= 0 else () for c in arrays.nodes.category_id.tolist()
-        ]
-        self._row_price: list[float | None] = [None if p != p else p for p in arrays.nodes.price.tolist()]
         self._memory: int | None = None
         self.memory_bytes()  # once, at build time, not in the first /metrics request
 
     # --- construction ----------------------------------------------------------------------------------
     @classmethod
     def from_published(cls, graph: PublishedGraph) -> GraphIndex:
-        return cls(build_arrays(*columns_from_published(graph)))
+        """Built and packed in this process's memory (no files)."""
+        return cls(*packed_in_memory(build_arrays(*columns_from_published(graph))))
 
     @classmethod
     def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> GraphIndex:
         """The same vectorized path as `from_published`, for callers that already hold arrays."""
-        return cls(build_arrays(meta, nodes, edges))
+        return cls(*packed_in_memory(build_arrays(meta, nodes, edges)))
+
+    @staticmethod
+    def write(graph: PublishedGraph, folder: Path, *, score_levels: int = SCORE_LEVELS) -> Path:
+        """Build the index of `graph` and write it as the files `open` maps."""
+        return write_index(build_arrays(*columns_from_published(graph), score_levels=score_levels), folder)
+
+    @staticmethod
+    def write_columns(meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns, folder: Path) -> Path:
+        return write_index(build_arrays(meta, nodes, edges), folder)
+
+    @classmethod
+    def open(cls, folder: Path) -> GraphIndex:
+        """Map an index folder read-only: every process that opens it shares one copy in the page cache."""
+        return cls(*map_index(folder))
 
     # --- facts -----------------------------------------------------------------------------------------
     @property
@@ -195,28 +214,29 @@ class GraphIndex:
         return {"complement": len(self._a.complements.dst), "substitute": len(self._a.substitutes.dst)}
 
     def __contains__(self, product_id: object) -> bool:
-        return product_id in self._rows
+        return isinstance(product_id, str) and self._rows.get(product_id) >= 0
 
     def memory_bytes(self) -> int:
-        """Arrays plus an estimate of the Python strings and the id dict (computed once)."""
+        """The packed arrays (mapped: one copy however many workers) plus this process's Python objects
+        (interned reasons and categories; computed once)."""
         if self._memory is None:
             a = self._a
-            total = a.complements.nbytes() + a.substitutes.nbytes() + a.category_complements.nbytes()
-            total += a.nodes.category_id.nbytes + a.nodes.price.nbytes
-            total += sys.getsizeof(self._rows) + sum(sys.getsizeof(s) for s in a.nodes.ids)
-            total += sum(sys.getsizeof(s) for s in a.nodes.titles)
-            total += sum(sum(sys.getsizeof(s) for s in r) for r in a.reasons)
-            total += sys.getsizeof(self._row_category) + sys.getsizeof(self._row_price)
-            total += 24 * int(np.count_nonzero(~np.isnan(a.nodes.price)))  # the price floats
+            total = self._shared
+            total += sum(sum(sys.getsizeof(s) for s in r) + sys.getsizeof(r) for r in a.reasons)
+            total += sum(sum(sys.getsizeof(s) for s in c) + sys.getsizeof(c) for c in a.nodes.categories)
             self._memory = total
         return self._memory
 
+    def shared_bytes(self) -> int:
+        """Bytes of the packed arrays alone (what the mapped files hold)."""
+        return self._shared
+
     # --- lookups ---------------------------------------------------------------------------------------
     def _row(self, product_id: str) -> int:
-        try:
-            return self._rows[product_id]
-        except KeyError:
-            raise UnknownProduct(product_id) from None
+        row = self._rows.get(product_id)
+        if row < 0:
+            raise UnknownProduct(product_id)
+        return row
 
     def product(self, product_id: str) -> ProductView:
         row = self._row(product_id)
@@ -290,9 +310,10 @@ class GraphIndex:
         left to fill k; `min_score` applies to the summed score."""
         filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
-        known = [pid for pid in cart if pid in self._rows]
-        unknown = tuple(pid for pid in cart if pid not in self._rows)
-        rows = [self._rows[pid] for pid in known]
+        found = [(pid, self._rows.get(pid)) for pid in cart]
+        known = [pid for pid, row in found if row >= 0]
+        unknown = tuple(pid for pid, row in found if row < 0)
+        rows = [row for _, row in found if row >= 0]
         if not rows:
             return CartResult((), unknown, ())
         banned = set(rows)
@@ -337,13 +358,15 @@ class GraphIndex:
     @staticmethod
     def _slice(csr: Csr, row: int) -> tuple[I32, F32, I32]:
         lo, hi = int(csr.indptr[row]), int(csr.indptr[row + 1])
-        return csr.dst[lo:hi], csr.score[lo:hi], csr.reason_id[lo:hi]
+        return csr.dst[lo:hi], csr.scores(lo, hi), csr.reason_id[lo:hi]
 
     def _category(self, row: int) -> tuple[str, ...]:
-        return self._row_category[row]
+        c: int = self._cat_of[row]
+        return self._a.nodes.categories[c] if c >= 0 else ()
 
     def _price(self, row: int) -> float | None:
-        return self._row_price[row]
+        p: float = self._price_of[row]
+        return None if p != p else p
 
     def _complement_candidates(self, row: int) -> _Candidates:
         comp = self._a.complements
@@ -373,7 +396,7 @@ class GraphIndex:
             cc = self._a.category_complements
             lo, hi = int(cc.indptr[cat]), int(cc.indptr[cat + 1])
             assert cc.via is not None
-            dst, score, reason, via = cc.dst[lo:hi], cc.score[lo:hi], cc.reason_id[lo:hi], cc.via[lo:hi]
+            dst, score, reason, via = cc.dst[lo:hi], cc.scores(lo, hi), cc.reason_id[lo:hi], cc.via[lo:hi]
             keep = (dst != row) & ~np.isin(dst, sub_dst)
             if keep.any():
                 return _Candidates("via_category", dst[keep], score[keep], reason[keep], via[keep])
@@ -392,7 +415,7 @@ class GraphIndex:
                     mask &= price >= f.price_min
                 if f.price_max is not None:
                     mask &= price <= f.price_max
-        rows = banned | {self._rows[p] for p in f.exclude if p in self._rows}
+        rows = banned | {r for r in map(self._rows.get, f.exclude) if r >= 0}
         if len(rows) <= 8:  # a few comparisons beat np.isin's sort on short candidate lists
             for banned_row in rows:
                 mask &= dst != banned_row
@@ -422,13 +445,18 @@ class GraphIndex:
             dst, score, reason = cand.dst[keep], cand.score[keep], cand.reason[keep]
             via = cand.via[keep] if cand.via is not None else None
         nodes, reasons = self._a.nodes, self._a.reasons
-        ids, titles, row_category, row_price = nodes.ids, nodes.titles, self._row_category, self._row_price
-        vias = via.tolist() if via is not None else [-1] * len(dst)
+        ids, categories, cat_of, price_of = nodes.ids, nodes.categories, self._cat_of, self._price_of
+        rows = dst.tolist()
+        vias = via.tolist() if via is not None else [-1] * len(rows)
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
         return tuple(
-            new(Neighbour, (ids[t], titles[t], row_category[t], row_price[t], s, reasons[r], ids[v] if v >= 0 else None))
-            for t, s, r, v in zip(
-                dst.tolist(),
+            new(Neighbour, (pid, title, categories[cat_of[t]] if cat_of[t] >= 0 else (),
+                            None if price_of[t] != price_of[t] else price_of[t], s, reasons[r],
+                            ids[v] if v >= 0 else None))
+            for t, pid, title, s, r, v in zip(
+                rows,
+                ids.take(rows),  # type: ignore[attr-defined]
+                nodes.titles.take(rows),  # type: ignore[attr-defined]
                 np.round(score.astype(np.float64), 6).tolist(),  # float32 noise digits off, in one call
                 reason.tolist(),
                 vias,
@@ -439,14 +467,14 @@ class GraphIndex:
         """At most ceil(k/2) per category path (uncategorized products share one bucket); when the cap
         leaves fewer than k, the best skipped candidates fill the rest in score order."""
         cap = math.ceil(k / 2)
-        category_id = self._a.nodes.category_id
+        cat_of = self._cat_of
         per_cat: dict[int, int] = {}
         chosen: list[int] = []
         skipped: list[int] = []
         for t in ranked:
             if len(chosen) >= k:
                 break
-            c = int(category_id[t])
+            c = cat_of[t]
             if per_cat.get(c, 0) < cap:
                 per_cat[c] = per_cat.get(c, 0) + 1
                 chosen.append(t)

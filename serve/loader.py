@@ -2,13 +2,18 @@
 `IndexHolder` that swaps in a new `GraphIndex` atomically when the store's current version changes.
 
 A new index is built off to the side and published by rebinding one attribute, so a request that
-already took the old index finishes on it. When the source fails, the last index keeps serving and the
+already took the old index finishes on it. With an `index_dir`, a version is built once (by whichever
+worker gets the lock first), written as files, and every worker maps the same files read-only. When the source fails, the last index keeps serving and the
 holder records since when it is stale and why. Nothing here imports litellm.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from distill.store.base import GraphStore, PublishedGraph
 from serve.errors import SourceUnavailable
+from serve import mapped
 from serve.index import GraphIndex
 from serve.settings import ServeSettings
 
@@ -79,6 +85,15 @@ def source_from_settings(settings: ServeSettings) -> GraphSource:
     return EmbeddedSource(settings.graph_dir)
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def version_folder(version: str) -> str:
+    """A folder name for a version id (ids with other characters are hashed), tagged with the file format."""
+    name = version if _SAFE_NAME.fullmatch(version) else "h" + hashlib.sha256(version.encode()).hexdigest()[:32]
+    return f"{name}.f{mapped.FORMAT}"
+
+
 @dataclass(frozen=True)
 class ReloadOutcome:
     reloaded: bool
@@ -102,9 +117,12 @@ class HolderStatus:
 class IndexHolder:
     """Holds the current GraphIndex. Reads are a plain attribute load; reloads are serialized."""
 
-    def __init__(self, source: GraphSource | None, index: GraphIndex | None = None) -> None:
+    def __init__(self, source: GraphSource | None, index: GraphIndex | None = None,
+                 index_dir: Path | None = None) -> None:
+        """`index_dir`: where versions are written as mapped files (None: built in this process's memory)."""
         self.source = source
         self._index = index
+        self.index_dir = index_dir
         self._reload_lock = threading.Lock()
         self._stale_since: datetime | None = None
         self._last_error: str | None = None
@@ -148,8 +166,7 @@ class IndexHolder:
                 return ReloadOutcome(False, version, previous)
             started = time.perf_counter()
             try:
-                graph = self.source.load()
-                index = GraphIndex.from_published(graph)
+                index = self._build(version)
             except Exception as exc:
                 self._fail(f"loading version {version}: {type(exc).__name__}: {exc}")
                 raise SourceUnavailable(self._last_error or "load failed") from exc
@@ -158,6 +175,33 @@ class IndexHolder:
             self._stale_since, self._last_error = None, None
             log.info("serving graph %s (was %s), built in %.2fs", index.version, previous, seconds)
             return ReloadOutcome(True, index.version, previous, seconds)
+
+    def _build(self, version: str) -> GraphIndex:
+        assert self.source is not None
+        if self.index_dir is None:
+            return GraphIndex.from_published(self.source.load())
+        folder = self.index_dir / version_folder(version)
+        if not mapped.is_complete(folder):
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.index_dir / f".{folder.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds; the others wait, then map its files
+                if not mapped.is_complete(folder):
+                    graph = self.source.load()
+                    if graph.manifest.version_id != version:
+                        raise SourceUnavailable(f"asked for {version}, the store loaded {graph.manifest.version_id}")
+                    GraphIndex.write(graph, folder)
+        index = GraphIndex.open(folder)
+        self._prune(keep={folder.name, version_folder(self._index.version)} if self._index else {folder.name})
+        return index
+
+    def _prune(self, keep: set[str]) -> None:
+        """Folders of versions older than the last two go; a worker still mapping one keeps its pages
+        (unlinking a mapped file does not unmap it)."""
+        assert self.index_dir is not None
+        for old in self.index_dir.iterdir():
+            if old.is_dir() and not old.name.startswith(".") and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+                (self.index_dir / f".{old.name}.lock").unlink(missing_ok=True)
 
     def start_polling(self, interval_s: float) -> None:
         if interval_s <= 0 or self.source is None or self._poller is not None:

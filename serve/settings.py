@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GraphSourceKind = Literal["embedded", "neo4j"]
+ServerKind = Literal["granian", "gunicorn"]
 
 
 class ServeSettings(BaseSettings):
@@ -28,6 +29,10 @@ class ServeSettings(BaseSettings):
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("shelfgraph")
     neo4j_database: str | None = None
+    index_dir: Path | None = Field(
+        default=None, description="where each version's index is written once and mapped by every worker; "
+        "default: an `index` folder beside graph_dir"
+    )
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="poll the store for a new current version; 0 = never"
     )
@@ -42,11 +47,18 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get a 413")
 
     # --- process -------------------------------------------------------------------------------------
+    server: ServerKind = Field(default="granian", description="WSGI server behind `shelfgraph serve`")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=2, ge=1, description="gunicorn worker processes (each holds its own index)")
-    threads: int = Field(default=1, ge=1, description="threads per gunicorn worker (gthread when > 1)")
-    access_log: bool = Field(default=False, description="gunicorn access log on stdout (off: it costs throughput)")
+    workers: int = Field(default=2, ge=1, description="worker processes (they share one mapped copy of the index)")
+    threads: int = Field(default=1, ge=1, description="threads per worker (granian blocking threads; gunicorn gthread when > 1)")
+    access_log: bool = Field(default=False, description="access log on stdout (off: it costs throughput)")
+    metrics_dir: Path | None = Field(
+        default=None, description="multiprocess metrics files; default: a fresh temporary folder per server start"
+    )
+
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir if self.index_dir is not None else self.graph_dir.parent / "index"
 
     @model_validator(mode="after")
     def _k_within_limit(self) -> ServeSettings:

@@ -244,22 +244,34 @@ def serve(
     neo4j: Annotated[str | None, typer.Option("--neo4j", help="Serve from a Neo4j URI instead of the embedded store.")] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    workers: Annotated[int, typer.Option(help="gunicorn worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes (they share one mapped copy of the index).")] = 2,
+    server: Annotated[str, typer.Option(help="WSGI server: granian (default) or gunicorn.")] = "granian",
 ) -> None:
-    """Serve the current graph version over HTTP (gunicorn). No model is ever called at request time.
+    """Serve the current graph version over HTTP (granian, or gunicorn). No model is ever called at request
+    time. SIGTERM or Ctrl-C shuts down gracefully.
 
     Example: shelfgraph serve --port 8080   then   curl localhost:8080/v1/products/SKU-10001/complements
     """
+    from pydantic import ValidationError
+
     from serve.server import serve_forever
     from serve.settings import ServeSettings
 
-    overrides: dict[str, object] = {"host": host, "port": port, "workers": workers}
+    overrides: dict[str, object] = {"host": host, "port": port, "workers": workers, "server": server}
     if data_dir is not None:
         overrides["graph_dir"] = data_dir / "graph"
     if neo4j is not None:
         overrides["neo4j_uri"] = neo4j
         overrides["graph_source"] = "neo4j"
-    _run(lambda: serve_forever(ServeSettings(**overrides)))  # type: ignore[arg-type]
+    try:
+        settings = ServeSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        err.print(f"[bold red]error:[/] {problems}")
+        raise typer.Exit(2) from exc
+    code = _run(lambda: serve_forever(settings))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(name="eval")

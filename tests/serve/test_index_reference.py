@@ -1,17 +1,21 @@
 """GraphIndex against a brute-force Python reference on random graphs (seeded, property style).
 The reference re-derives every rule from the relation list: best duplicate, symmetric substitutes,
-fallbacks, filters, cart sum, exclusions and diversification."""
+fallbacks, filters, cart sum, exclusions and diversification. Every check runs on the index built in memory
+and on the same index written as files and mapped (what the server's workers share)."""
 
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from distill.store.base import PublishedGraph
 from graph_schema.models import Product, Relation
+from serve.build import SCORE_LEVELS
 from serve.index import SUBSTITUTE_FANOUT, GraphIndex
 from tests.serve.conftest import make_graph, product, rel
 
@@ -19,11 +23,30 @@ CATEGORIES = [("E", "Cam"), ("E", "Acc"), ("E", "Sto"), ("Home",), ("Home", "Acc
 f32 = np.float32
 
 
+def build(how: str, graph: PublishedGraph, tmp_path: Path) -> GraphIndex:
+    if how == "memory":
+        return GraphIndex.from_published(graph)
+    # "quantized": as if the graph had more distinct scores than 2-byte codes hold (the 1M-product case)
+    levels = 1 if how == "quantized" else SCORE_LEVELS
+    return GraphIndex.open(GraphIndex.write(graph, tmp_path / "index" / graph.manifest.version_id, score_levels=levels))
+
+
+HOW = ["memory", "mapped", "quantized"]
+
+
+def stored(score: float, how: str) -> float:
+    """What the index stores: float32, and on the k/65535 grid when quantized."""
+    if how != "quantized":
+        return float(f32(score))
+    return float(f32(round(min(max(float(f32(score)), 0.0), 1.0) * 65535) / 65535))
+
+
 @dataclass
 class Ref:
     products: dict[str, Product]
     comp: dict[str, dict[str, float]]
     subs: dict[str, dict[str, float]]
+    how: str = "memory"
 
 
 def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]:
@@ -40,17 +63,17 @@ def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]
     return products, relations
 
 
-def reference(products: list[Product], relations: list[Relation]) -> Ref:
+def reference(products: list[Product], relations: list[Relation], how: str = "memory") -> Ref:
     comp: dict[str, dict[str, float]] = {p.id: {} for p in products}
     subs: dict[str, dict[str, float]] = {p.id: {} for p in products}
     for r in relations:
-        s = float(f32(r.score))
+        s = stored(r.score, how)
         if r.kind == "complement":
             comp[r.source][r.target] = max(comp[r.source].get(r.target, 0.0), s)
         else:
             for a, b in ((r.source, r.target), (r.target, r.source)):
                 subs[a][b] = max(subs[a].get(b, 0.0), s)
-    return Ref({p.id: p for p in products}, comp, subs)
+    return Ref({p.id: p for p in products}, comp, subs, how)
 
 
 def ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
@@ -75,7 +98,7 @@ def ref_candidates(ref: Ref, pid: str) -> tuple[str, list[tuple[str, float]]]:
         for q in sources:
             for t, c in ref.comp[q].items():
                 totals[t] = totals.get(t, 0.0) + c
-        means = {t: float(f32(v / len(sources))) for t, v in totals.items()}
+        means = {t: stored(float(f32(v / len(sources))), ref.how) for t, v in totals.items()}
         kept = [(t, s) for t, s in ranked(means)[:50] if t != pid and t not in top_subs]
         if kept:
             return "via_category", kept
@@ -115,11 +138,12 @@ def close(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
         assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("seed", range(8))
-def test_lookups_match_reference(seed: int) -> None:
+def test_lookups_match_reference(seed: int, how: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
-    ref = reference(products, relations)
-    ix = GraphIndex.from_published(make_graph(products, relations))
+    ref = reference(products, relations, how)
+    ix = build(how, make_graph(products, relations), tmp_path)
     rng = random.Random(1000 + seed)
     ids = [p.id for p in products]
     sources_seen = set()
@@ -161,11 +185,12 @@ def ref_cart(ref: Ref, cart: list[str], k: int, f: dict) -> list[tuple[str, floa
     return [(t, s) for t, s in order if t in keep]
 
 
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("seed", range(6))
-def test_cart_matches_reference(seed: int) -> None:
+def test_cart_matches_reference(seed: int, how: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
-    ref = reference(products, relations)
-    ix = GraphIndex.from_published(make_graph(products, relations))
+    ref = reference(products, relations, how)
+    ix = build(how, make_graph(products, relations), tmp_path)
     rng = random.Random(2000 + seed)
     ids = [p.id for p in products]
     for _ in range(40):
@@ -178,3 +203,37 @@ def test_cart_matches_reference(seed: int) -> None:
         for s in got.items:
             assert {c.cart_item for c in s.goes_with} <= set(cart)
             assert math.isclose(sum(c.score for c in s.goes_with), s.score, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mapped_index_answers_exactly_like_the_in_memory_one(seed: int, tmp_path: Path) -> None:
+    """Same items, scores, reasons, vias, product views and facts, compared as whole values."""
+    products, relations = random_graph(seed, n=80)
+    graph = make_graph(products, relations)
+    memory, mapped = build("memory", graph, tmp_path), build("mapped", graph, tmp_path)
+    rng = random.Random(3000 + seed)
+    ids = [p.id for p in products]
+    assert mapped.product_count == memory.product_count and mapped.relation_counts() == memory.relation_counts()
+    assert mapped.meta == memory.meta
+    for pid in ids + ["unknown", ""]:
+        assert (pid in mapped) == (pid in memory)
+        if pid not in memory:
+            continue
+        assert mapped.product(pid) == memory.product(pid)
+        k, f = rng.randint(1, 12), random_filters(rng, ids)
+        assert mapped.complements(pid, k, **f) == memory.complements(pid, k, **f)
+        assert mapped.substitutes(pid, k, **f) == memory.substitutes(pid, k, **f)
+        cart = rng.sample(ids, rng.randint(1, 5)) + ["unknown"]
+        assert mapped.cart_addons(cart, k, **f) == memory.cart_addons(cart, k, **f)
+
+
+def test_mapped_files_are_read_only_and_shared(tmp_path: Path) -> None:
+    products, relations = random_graph(0)
+    folder = GraphIndex.write(make_graph(products, relations), tmp_path / "v")
+    a, b = GraphIndex.open(folder), GraphIndex.open(folder)
+    dst = a._a.complements.dst  # noqa: SLF001
+    assert not dst.flags.writeable
+    with pytest.raises(ValueError):
+        dst[0] = 1
+    assert a.complements("p000", 5) == b.complements("p000", 5)
+    assert a.shared_bytes() == sum(f.stat().st_size for f in folder.glob("*.bin"))

@@ -133,7 +133,7 @@ def test_source_down_keeps_serving_and_reports_stale() -> None:
     assert client.get("/v1/products/cam1/complements").status_code == 200
     assert client.get("/v1/graph").get_json()["stale"] is True
     assert "shelfgraph_graph_stale{" in (text := client.get("/metrics").get_data(as_text=True))
-    assert "} 1\n" in text.split("shelfgraph_graph_stale{")[1]
+    assert float(text.split("shelfgraph_graph_stale{")[1].split("}", 1)[1].split("\n", 1)[0]) == 1
     # the admin endpoint says so too, and still serves the old version
     response = client.post("/admin/reload", headers={"Authorization": "Bearer tok"})
     assert response.status_code == 503
@@ -211,3 +211,40 @@ def test_serve_never_imports_litellm() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_versions_are_written_once_and_mapped_by_every_holder(tmp_path: Path) -> None:
+    """Two holders (two workers) on one index_dir: the first builds and writes, the second only maps;
+    a new version maps a new folder, and folders older than the previous version are removed."""
+    index_dir = tmp_path / "index"
+    source = FakeSource(make_graph(catalog(), relations(), "v1"))
+    first, second = IndexHolder(source, None, index_dir), IndexHolder(source, None, index_dir)
+    first.reload_if_changed()
+    second.reload_if_changed()
+    assert source.loads == 1  # the second worker read the files, not the store
+    assert sorted(p.name for p in index_dir.iterdir() if not p.name.startswith(".")) == ["v1.f1"]
+    for holder in (first, second):
+        assert holder.index is not None
+        assert holder.index.complements("cam1", 1).items[0].product_id == EXPECTED_TOP["v1"]
+        assert not holder.index._a.complements.dst.flags.writeable  # noqa: SLF001
+
+    source.graph = graph_v2()
+    first.reload_if_changed()
+    second.reload_if_changed()
+    assert source.loads == 2
+    assert second.index is not None and second.index.complements("cam1", 1).items[0].product_id == "case1"
+    source.graph = make_graph(catalog(), relations(), "v3")
+    first.reload_if_changed()
+    assert sorted(p.name for p in index_dir.iterdir() if not p.name.startswith(".")) == ["v2.f1", "v3.f1"]
+    # the second holder still serves v2 from its mapping, then maps v3
+    assert second.index.version == "v2" and second.index.complements("cam1", 1).items[0].product_id == "case1"
+    second.reload_if_changed()
+    assert second.index.version == "v3" and source.loads == 3
+
+
+def test_version_ids_become_safe_folder_names() -> None:
+    from serve.loader import version_folder
+
+    assert version_folder("2026-12-01T02-00-00Z") == "2026-12-01T02-00-00Z.f1"
+    odd = version_folder("../../etc/passwd")
+    assert "/" not in odd and not odd.startswith(".") and odd != version_folder("other")

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from serve.index import GraphIndex
-from serve.server import gunicorn_argv, run_dev, settings_env
+from serve.server import gunicorn_argv, reset_metrics_dir, run_dev, server_argv, server_env, settings_env
 from serve.settings import ServeSettings
 
 
@@ -51,3 +51,21 @@ def test_run_dev_serves_on_an_ephemeral_port(index: GraphIndex) -> None:
         assert server.port > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/products/cam1/complements?k=1") as r:
             assert json.loads(r.read())["items"][0]["product_id"] == "tri1"
+
+
+def test_granian_is_the_default_server_and_gunicorn_selectable(tmp_path: Path) -> None:
+    settings = ServeSettings(workers=3, threads=2, port=9002)
+    argv = server_argv(settings)
+    assert argv[1:3] == ["-m", "granian"] and argv[argv.index("--interface") + 1] == "wsgi"
+    assert argv[argv.index("--workers") + 1] == "3" and argv[argv.index("--blocking-threads") + 1] == "2"
+    assert argv[argv.index("--port") + 1] == "9002" and argv[-1] == "serve.wsgi:app"
+    gunicorn = server_argv(settings.model_copy(update={"server": "gunicorn"}))
+    assert gunicorn[1:3] == ["-m", "gunicorn"] and gunicorn[-1] == "serve.wsgi:app"
+    assert server_env(settings, tmp_path)["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+def test_a_new_server_run_starts_its_counters_at_zero(tmp_path: Path) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "keep.txt").write_text("not ours")
+    reset_metrics_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
