@@ -43,7 +43,7 @@ class ServeSettings(BaseSettings):
 
     # --- process -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=1, description="gunicorn worker processes (each holds its own index)")
     threads: int = Field(default=1, ge=1, description="threads per gunicorn worker (gthread when > 1)")
     access_log: bool = Field(default=False, description="gunicorn access log on stdout (off: it costs throughput)")
