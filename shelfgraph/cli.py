@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from distill.errors import ShelfgraphError
@@ -614,6 +615,43 @@ def demo(
     from serve.settings import ServeSettings
 
     _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))
+
+
+@app.command()
+def doctor(
+    data_dir: DataDirOpt = None,
+    llm_call: Annotated[
+        bool, typer.Option("--llm-call/--no-llm-call", help="Send the configured model one tiny request.")
+    ] = True,
+) -> None:
+    """Check the install and the configuration, one line each: Python and packages, the embedding weights,
+    the data dir and its current version, the LLM (one tiny call when a model is set), Neo4j when configured.
+
+    Exits with 1 when something needed is missing or broken; warnings and skipped checks do not fail.
+
+    Example: shelfgraph doctor
+    Example: SHELFGRAPH_LLM_MODEL=openai/gpt-4o-mini shelfgraph doctor
+    """
+    from shelfgraph.doctor import run_checks
+
+    settings = _settings(data_dir)
+    project = _project().path
+    out.print(f"config: {project if project is not None else 'no shelfgraph.toml (defaults and SHELFGRAPH_*)'}",
+              markup=False, highlight=False)
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    checks = []
+    for check in run_checks(settings, llm_call=llm_call):
+        checks.append(check)
+        out.print(f"[{style[check.status]}]{check.status:<4}[/] {check.name:<10} {escape(check.detail)}",
+                  highlight=False)
+        if check.hint and check.status != "ok":
+            out.print(f"{'':15} -> {escape(check.hint)}", highlight=False)
+    failures = [check.name for check in checks if check.status == "fail"]
+    if failures:
+        err.print(f"[bold red]doctor:[/] {len(failures)} needed {'piece is' if len(failures) == 1 else 'pieces are'} "
+                  f"missing or broken: {', '.join(failures)}")
+        raise typer.Exit(1)
+    out.print("[green]doctor: all needed pieces are in place[/]")
 
 
 def _demo_product(relations: list, catalog: Catalog) -> str:  # type: ignore[type-arg]
