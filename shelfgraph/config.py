@@ -54,7 +54,7 @@ class ProjectConfig(BaseModel):
 
     def distill_settings(self, **overrides: object) -> DistillSettings:
         """DistillSettings from (file < environment < `overrides`); None overrides are ignored."""
-        given = {key: value for key, value in overrides.items() if value is not None}
+        given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
         try:
             from_env = DistillSettings(**given)
             explicit = from_env.model_fields_set  # set by the environment or by `given`

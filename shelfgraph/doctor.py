@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from distill.errors import ShelfgraphError
 from distill.settings import DistillSettings
+
+if TYPE_CHECKING:
+    from distill.prompts import RenderedPrompt
 
 Status = Literal["ok", "warn", "fail", "skip"]
 """ok: works; warn: works, but something is worth knowing; fail: needed and missing; skip: not configured."""
@@ -142,7 +145,8 @@ class _Pong(BaseModel):
     ok: bool
 
 
-def _ping_prompt() -> object:
+def _ping_prompt() -> RenderedPrompt[_Pong]:
+
     from distill.prompts import ChatMessage, RenderedPrompt
 
     return RenderedPrompt(
@@ -175,7 +179,7 @@ def check_llm(settings: DistillSettings, call: bool = True) -> Check:
     with tempfile.TemporaryDirectory(prefix="shelfgraph-doctor-") as scratch:
         try:
             gateway = LLMGateway(probe, ResponseCache(Path(scratch) / "cache.sqlite"))
-            (result,) = gateway.run_many([_ping_prompt()], stage="doctor", progress=False)  # type: ignore[list-item]
+            (result,) = gateway.run_many([_ping_prompt()], stage="doctor", progress=False)
         except LLMError as exc:
             return Check("llm", "fail", f"{target}: {_first_line(str(exc))}", _llm_hint(settings))
         except ShelfgraphError as exc:
