@@ -195,3 +195,15 @@ def test_serving_docs_give_the_real_default_port() -> None:
     assert "default: 8080" in serve_help
     assert ServeSettings().port == 8080 and ", 8080," in row
     assert "8000" not in docs
+
+
+def test_publish_of_an_earlier_run_names_its_target(tmp_path: Path) -> None:
+    done = runner.invoke(app, ["distill", str(SAMPLE_DIR / "foreign-catalog.csv"), "--data-dir", str(tmp_path),
+                               "--no-progress", "--run-id", "r1"])
+    assert done.exit_code == 0, done.output
+    published = runner.invoke(app, ["publish", "r1", "--data-dir", str(tmp_path)])
+    assert published.exit_code == 0, published.output
+    text = " ".join(published.output.split())
+    assert f"publishing to the embedded store in {tmp_path / 'graph'}" in text and "published graph version" in text
+    refused = runner.invoke(app, ["publish", "r1", "--data-dir", str(tmp_path), "--to", "neo4j"])
+    assert refused.exit_code == 1 and "has no password set" in " ".join(refused.output.split())

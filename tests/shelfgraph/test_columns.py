@@ -138,3 +138,13 @@ def test_columns_do_not_apply_to_a_fixed_dataset_layout(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(tmp_path), "--dataset", "bundlerec", "--columns", "id=sku"])
     assert result.exit_code == 1
     assert "fixed layout" in result.output
+
+
+def test_nightly_takes_the_same_mapping(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = runner.invoke(app, ["nightly", str(FOREIGN), "--columns", "category=dept,price=cost",
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"publishing to the embedded store in {data_dir / 'graph'}" in " ".join(result.output.split())
+    shown = runner.invoke(app, ["inspect", "T-101", "--data-dir", str(data_dir)])
+    assert "category: Outdoor > Camping > Tents   price: 229.0" in shown.output
