@@ -100,7 +100,8 @@ class ColumnMapping(BaseModel):
             if chosen[required] is None:
                 raise CatalogError(
                     f"no {required} column: tried {list(_DEFAULT_COLUMNS[required])}; columns: {present}. "
-                    f"Pass a ColumnMapping({required}=...)"
+                    f"Name yours with --columns {required}=COLUMN, or `{required} = \"COLUMN\"` under [columns] "
+                    f"in shelfgraph.toml (Python: ColumnMapping({required}=...))"
                 )
         if self.attribute_columns is None:
             mapped = {c for c in chosen.values() if c is not None}
@@ -111,6 +112,11 @@ class ColumnMapping(BaseModel):
                 raise CatalogError(f"attribute columns {missing} not found; columns: {present}")
             attributes = list(self.attribute_columns)
         return self.model_copy(update={**chosen, "attribute_columns": attributes})
+
+    @staticmethod
+    def usual_names(field: str) -> tuple[str, ...]:
+        """The column names tried (case-insensitively) for `field` when the mapping leaves it None."""
+        return _DEFAULT_COLUMNS[field]
 
 
 class IngestReport(BaseModel):
@@ -125,6 +131,8 @@ class IngestReport(BaseModel):
     duplicates_folded: int = Field(
         default=0, description="rows repeating an earlier row's id with identical content, folded into it"
     )
+    columns: list[str] = Field(default_factory=list, description="the source's columns, in order")
+    mapping: ColumnMapping | None = Field(default=None, description="the mapping used, naming real columns")
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -298,7 +306,7 @@ def catalog_from_records(
 ) -> Catalog:
     """Validate records into a Catalog. Shared by read_catalog and the dataset readers so both report alike."""
     resolved = (mapping or ColumnMapping()).resolve(columns)
-    report = IngestReport(source=source, format=format)
+    report = IngestReport(source=source, format=format, columns=list(columns), mapping=resolved)
     products: list[Product] = []
     first_row: dict[str, tuple[int, int]] = {}  # id -> (row, position in products) of the kept row
     folded = 0

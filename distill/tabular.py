@@ -66,7 +66,10 @@ def detect_format(path: Path, format: Format | None = None) -> Format:
         return format
     fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise CatalogError(f"cannot tell the format of {path} from its suffix; pass format=csv|tsv|jsonl|parquet")
+        raise CatalogError(
+            f"cannot tell the format of {path} from its suffix (known: {', '.join(sorted(_SUFFIX_FORMATS))}); "
+            "name it (CLI: --format csv|tsv|jsonl|parquet; Python: format=...)"
+        )
     return fmt
 
 
@@ -147,7 +150,7 @@ def _jsonl_records(path: Path) -> tuple[list[str], Iterator[SourceRecord]]:
             last = row_number == len(lines) and not text.endswith("\n")
             parsed.append(SourceRecord(row_number, line, None, RowError(
                 row=row_number, line=line, code="truncated_line" if last else "malformed_line",
-                reason=f"invalid JSON: {exc.msg} at column {exc.colno}")))
+                reason=f"invalid JSON: {exc.msg} (column {exc.colno})")))
             continue
         if not isinstance(obj, dict):
             parsed.append(SourceRecord(row_number, line, None, RowError(

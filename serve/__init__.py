@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 
 from serve.api import ServeState, bp
 from serve.errors import SourceUnavailable, register_error_handlers
+from serve.explore import bp as explore_bp
 from serve.index import GraphIndex
 from serve.loader import GraphSource, IndexHolder, source_from_settings
 from serve.metrics import Metrics
@@ -79,6 +80,7 @@ def create_app(
     metrics = Metrics()
     app.extensions["shelfgraph"] = ServeState(settings=settings, holder=holder, metrics=metrics)
     app.register_blueprint(bp)
+    app.register_blueprint(explore_bp)
     register_error_handlers(app)
 
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign]

@@ -209,6 +209,11 @@ class GraphIndex:
     def product_count(self) -> int:
         return len(self._a.nodes.ids)
 
+    @property
+    def nodes(self) -> NodeColumns:
+        """The product columns (ids sorted, titles, categories), read-only: what title search scans."""
+        return self._a.nodes
+
     def relation_counts(self) -> dict[RelationKind, int]:
         """Directed edges held; a substitute pair counts twice (both directions are served)."""
         return {"complement": len(self._a.complements.dst), "substitute": len(self._a.substitutes.dst)}

@@ -160,6 +160,37 @@ def _schemas(settings: ServeSettings) -> dict[str, Any]:
                 "items": {"type": "array", "items": _ref("CartSuggestion")},
             },
         },
+        "SearchResult": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["query", "version", "total", "items"],
+            "properties": {
+                "query": {"type": "string"},
+                "version": {"type": "string"},
+                "total": {"type": "integer", "minimum": 0, "description": "products matched (items holds the best k)"},
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["product_id", "title", "category", "price", "match", "counts"],
+                        "properties": {
+                            "product_id": {"type": "string"},
+                            "title": {"type": "string"},
+                            "category": category,
+                            "price": _NULLABLE_NUMBER,
+                            "match": {"type": "string", "enum": ["id", "id_prefix", "title_prefix", "title"]},
+                            "counts": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["complement", "substitute"],
+                                "properties": {"complement": {"type": "integer"}, "substitute": {"type": "integer"}},
+                            },
+                        },
+                    },
+                },
+            },
+        },
         "Graph": {
             "type": "object",
             "additionalProperties": False,
@@ -228,6 +259,8 @@ _COMMON = {
 
 
 def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
+    from serve.explore import DEFAULT_SEARCH_K, MAX_QUERY, MAX_SEARCH_K  # explore imports api imports this
+
     lookup_responses = {
         "200": _json_response("ranked neighbours", _ref("NeighbourList")),
         "400": _error("invalid query parameter"),
@@ -282,6 +315,36 @@ def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
                         "404": _error("no cart item is a known product"),
                         "413": _error("request body too large"),
                         **_COMMON,
+                    },
+                }
+            },
+            "/v1/search": {
+                "get": {
+                    "operationId": "searchProducts",
+                    "summary": "Products by id or title words (the exact id first, then id prefixes, then titles)",
+                    "parameters": [
+                        {"name": "q", "in": "query", "required": True,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
+                         "description": "an id, an id prefix or words of a title (case-insensitive)"},
+                        {"name": "k", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_K,
+                                    "default": DEFAULT_SEARCH_K},
+                         "description": "how many results"},
+                    ],
+                    "responses": {
+                        "200": _json_response("matching products, best first", _ref("SearchResult")),
+                        "400": _error("missing or invalid query parameter"),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/explore": {
+                "get": {
+                    "operationId": "explore",
+                    "summary": "The graph explorer page (HTML; it calls the /v1 endpoints)",
+                    "responses": {
+                        "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        "500": _COMMON["500"],
                     },
                 }
             },

@@ -49,7 +49,7 @@ class ServeSettings(BaseSettings):
     # --- process -------------------------------------------------------------------------------------
     server: ServerKind = Field(default="granian", description="WSGI server behind `shelfgraph serve`")
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=1, description="worker processes (they share one mapped copy of the index)")
     threads: int = Field(default=1, ge=1, description="threads per worker (granian blocking threads; gunicorn gthread when > 1)")
     access_log: bool = Field(default=False, description="access log on stdout (off: it costs throughput)")

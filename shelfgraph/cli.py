@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from distill.errors import ShelfgraphError
 
 if TYPE_CHECKING:
-    from distill.catalog import Catalog, Interactions
+    from distill.catalog import Catalog, ColumnMapping, Interactions
     from distill.settings import DistillSettings
+    from shelfgraph.config import ProjectConfig
 
 app = typer.Typer(
     name="shelfgraph",
@@ -47,13 +49,41 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from exc
 
 
-def _settings(data_dir: Path | None, **overrides: object) -> DistillSettings:
-    from distill.settings import DistillSettings
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
-    fields = {key: value for key, value in overrides.items() if value is not None}
-    if data_dir is not None:
-        fields["data_dir"] = data_dir
-    return DistillSettings(**fields)  # type: ignore[arg-type]
+
+@app.callback()
+def _project_file(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Project file (TOML with a columns and a settings table; default: ./shelfgraph.toml when present).",
+            envvar="SHELFGRAPH_CONFIG",
+        ),
+    ] = None,
+) -> None:
+    """Distil what LLMs know about products into a product graph served in milliseconds."""
+    from shelfgraph.config import find_config, load_config
+
+    global _loaded_project
+    _loaded_project = _run(lambda: load_config(find_config(config)))
+
+
+_loaded_project: ProjectConfig | None = None
+"""Set by the root callback on every invocation (one command per process, or per CliRunner.invoke)."""
+
+
+def _project() -> ProjectConfig:
+    """The project file the root command read (defaults when a command runs without the root callback)."""
+    from shelfgraph.config import ProjectConfig
+
+    return _loaded_project if _loaded_project is not None else ProjectConfig()
+
+
+def _settings(data_dir: Path | None, **overrides: object) -> DistillSettings:
+    return _run(lambda: _project().distill_settings(data_dir=data_dir, **overrides))
 
 
 DataDirOpt = Annotated[
@@ -63,8 +93,22 @@ DatasetOpt = Annotated[
     str,
     typer.Option(
         "--dataset",
-        help="Layout of --path: catalog (a CSV/TSV/JSONL/Parquet file), bundlerec, amazon2018, instacart, groceries.",
+        help="What PATH is: catalog (a CSV/TSV/JSONL/Parquet file, the default), or the folder of a public "
+        "dataset: bundlerec, amazon2018, instacart, groceries.",
     ),
+]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="Which of your columns feeds which field, e.g. id=sku,title=name,category=dept,price=cost "
+        "(fields: id, title, description, brand, category, category_separator, price; overrides the "
+        "columns table of shelfgraph.toml).",
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="File format when the suffix does not tell: csv, tsv, jsonl or parquet."),
 ]
 OrdersOpt = Annotated[
     Path | None, typer.Option("--orders", help="Order/session log (columns basket_id|order_id, product_id).")
@@ -79,53 +123,131 @@ MaxRejectedOpt = Annotated[
 ]
 
 
+def _mapping(columns: str | None) -> ColumnMapping:
+    return _run(lambda: _project().mapping(columns))
+
+
 def _load_inputs(
-    dataset: str, path: Path, orders: Path | None, max_rejected: float
+    dataset: str,
+    path: Path,
+    orders: Path | None,
+    max_rejected: float | None = None,
+    *,
+    columns: str | None = None,
+    fmt: str | None = None,
 ) -> tuple[Catalog, Interactions | None]:
     from distill.catalog import read_catalog, read_interactions
     from distill.datasets import load_dataset
+    from distill.errors import ConfigError
 
     if dataset == "catalog":
-        catalog = read_catalog(path, max_rejected=max_rejected)
+        kwargs: dict[str, object] = {"mapping": _mapping(columns)}
+        if max_rejected is not None:
+            kwargs["max_rejected"] = max_rejected
+        if fmt is not None:
+            if fmt not in ("csv", "tsv", "jsonl", "parquet"):
+                raise ConfigError(f"--format {fmt!r}: use csv, tsv, jsonl or parquet")
+            kwargs["format"] = fmt
+        catalog = read_catalog(path, **kwargs)  # type: ignore[arg-type]
         interactions = None
         if orders is not None:
             interactions = read_interactions(orders, known_ids={p.id for p in catalog.products})
         return catalog, interactions
+    if columns is not None or fmt is not None:
+        raise ConfigError(f"--columns and --format apply to a catalog file; --dataset {dataset} has a fixed layout")
     data = load_dataset(dataset, path, max_rejected=max_rejected)  # type: ignore[arg-type]
     return data.catalog, data.interactions
 
 
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Store to publish to: embedded or neo4j (default: SHELFGRAPH_STORE, else embedded)."),
+]
+
+
+def _store_target(settings: DistillSettings) -> str:
+    """Where a publish writes, to be said before writing. Refuses Neo4j when nobody chose a password: the
+    built-in one belongs to scripts/neo4j-local, and a write must not land on whatever answers on 7687."""
+    from distill.errors import ConfigError
+
+    if settings.store != "neo4j":
+        return f"the embedded store in {settings.embedded_store_dir}"
+    if "neo4j_password" not in settings.model_fields_set:
+        raise ConfigError(
+            f"Neo4j target {settings.neo4j_uri} (user {settings.neo4j_user}) has no password set: set "
+            "SHELFGRAPH_NEO4J_PASSWORD (and SHELFGRAPH_NEO4J_URI/USER), or neo4j_password under [settings] in "
+            "shelfgraph.toml; for the local test server: SHELFGRAPH_NEO4J_PASSWORD=shelfgraph"
+        )
+    database = settings.neo4j_database or "its default database"
+    return f"Neo4j at {settings.neo4j_uri} as user {settings.neo4j_user}, {database}"
+
+
+def _print_columns(catalog: Catalog) -> None:
+    """Which source column feeds which field, what is kept as raw attributes, and what nothing fed."""
+    from distill.catalog import ColumnMapping
+
+    report = catalog.report
+    mapping = report.mapping
+    if mapping is None:
+        return
+    fields = ("id", "title", "description", "brand", "category", "price")
+    used = ", ".join(f"{field} <- {getattr(mapping, field)}" for field in fields if getattr(mapping, field))
+    out.print(f"columns found: {', '.join(report.columns)}", markup=False, highlight=False)
+    out.print(f"  used: {used}", markup=False, highlight=False)
+    out.print(f"  kept as raw attributes: {', '.join(mapping.attribute_columns or []) or '-'}",
+              markup=False, highlight=False)
+    unmapped = [field for field in ("category", "price") if getattr(mapping, field) is None]
+    if unmapped:
+        tried = "; ".join(f"{field}: {', '.join(ColumnMapping.usual_names(field))}" for field in unmapped)
+        example = ",".join(f"{field}=COLUMN" for field in unmapped)
+        out.print(
+            f"[yellow]warning:[/] no {' or '.join(unmapped)} column (names tried: {tried}), so every product has "
+            f"an empty {' and '.join(unmapped)}. If one of your columns holds it, map it: --columns {example}, "
+            "or under \\[columns] in shelfgraph.toml.",
+            highlight=False,
+        )
+
+
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Catalog file, or dataset folder with --dataset.")],
+    path: Annotated[Path, typer.Argument(help="Catalog file, or a dataset folder (then give --dataset).")],
     dataset: DatasetOpt = "catalog",
     orders: OrdersOpt = None,
+    columns: ColumnsOpt = None,
+    fmt: FormatOpt = None,
     max_rejected: MaxRejectedOpt = None,
     show: Annotated[int, typer.Option(help="How many rejected rows to list.")] = 20,
 ) -> None:
-    """Read a catalog (and its order log) and report what was accepted and rejected, row by row.
+    """Read a catalog (and its order log) and report what was accepted and rejected, row by row, and which
+    column fed which field.
 
     Example: shelfgraph ingest shelfgraph/sample/catalog.csv --orders shelfgraph/sample/orders.csv
+    Example: shelfgraph ingest shelfgraph/sample/foreign-catalog.csv --columns category=dept,price=cost
     Example: shelfgraph ingest ../shared/data/bundlerec-electronics --dataset bundlerec
     """
     settings = _settings(None, max_rejected_rows=max_rejected)
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
+    catalog, interactions = _run(
+        lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows, columns=columns, fmt=fmt)
+    )
     report = catalog.report
     out.print(
-        f"[bold]{report.source}[/]: {report.rows_read} rows read, {report.accepted} products accepted, "
-        f"{len(report.rejected)} rejected, {report.duplicates_folded} identical duplicate rows folded"
+        f"[bold]{report.source}[/]: {_plural(report.rows_read, 'row')} read, "
+        f"{_plural(report.accepted, 'product')} accepted, {len(report.rejected)} rejected, "
+        f"{_plural(report.duplicates_folded, 'identical duplicate row')} folded"
     )
+    _print_columns(catalog)
     if interactions is not None:
         baskets = interactions.baskets
         out.print(
-            f"interactions: {baskets.height} lines in {baskets['basket_id'].n_unique()} baskets "
-            f"over {baskets['product_id'].n_unique()} products"
+            f"interactions: {_plural(baskets.height, 'line')} in {_plural(baskets['basket_id'].n_unique(), 'basket')} "
+            f"over {_plural(baskets['product_id'].n_unique(), 'product')}"
         )
         log = interactions.report
         if log.unknown_product_rows or log.duplicates:
             out.print(
-                f"  {log.unknown_product_rows} lines name products outside the catalog "
-                f"(e.g. {', '.join(log.unknown_product_sample[:3]) or '-'}), {log.duplicates} duplicate lines folded"
+                f"  {_plural(log.unknown_product_rows, 'line names', 'lines name')} products outside the catalog "
+                f"(e.g. {', '.join(log.unknown_product_sample[:3]) or '-'}), "
+                f"{_plural(log.duplicates, 'duplicate line')} folded"
             )
         for row_error in log.rejected[:show]:
             out.print(f"  {log.source} row {row_error.row} (line {row_error.line}): {row_error.reason}", markup=False)
@@ -140,13 +262,15 @@ def ingest(
 
 @app.command()
 def distill(
-    path: Annotated[Path, typer.Argument(help="Catalog file, or dataset folder with --dataset.")],
+    path: Annotated[Path, typer.Argument(help="Catalog file, or a dataset folder (then give --dataset).")],
     dataset: DatasetOpt = "catalog",
     orders: OrdersOpt = None,
+    columns: ColumnsOpt = None,
+    fmt: FormatOpt = None,
     data_dir: DataDirOpt = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a new timestamped id).")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the result as a new version.")] = False,
-    to: Annotated[str | None, typer.Option("--to", help="Store to publish to: embedded or neo4j.")] = None,
+    to: StoreOpt = None,
     export_batch: Annotated[
         Path | None, typer.Option(help="Write pending LLM requests as OpenAI batch JSONL instead of calling.")
     ] = None,
@@ -166,7 +290,9 @@ def distill(
     from distill import pipeline
 
     settings = _settings(data_dir, store=to, max_rejected_rows=max_rejected)
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
+    target = _run(lambda: _store_target(settings)) if publish else None
+    catalog, interactions = _run(
+        lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows, columns=columns, fmt=fmt))
     products = list(catalog.products)
     if import_batch is not None:
         imported = _run(lambda: pipeline.import_batch(import_batch, products, interactions, settings))
@@ -186,16 +312,17 @@ def distill(
     if publish:
         from distill.store import open_store
 
+        out.print(f"publishing to {target}", markup=False, highlight=False)
         store = _run(lambda: open_store(settings))
         version = _run(lambda: pipeline.publish(result, store))
-        out.print(f"published graph version [bold]{version.version_id}[/] to {settings.store if to is None else to}")
+        out.print(f"published graph version [bold]{version.version_id}[/] to {target}")
 
 
 @app.command(name="publish")
 def publish_cmd(
     run_id: Annotated[str, typer.Argument(help="Run id of an earlier `shelfgraph distill`.")],
     data_dir: DataDirOpt = None,
-    to: Annotated[str, typer.Option("--to", help="embedded (default) or neo4j.")] = "embedded",
+    to: StoreOpt = None,
 ) -> None:
     """Publish the result of an earlier distill run as a new graph version (no model calls).
 
@@ -205,19 +332,23 @@ def publish_cmd(
     from distill.store import open_store
 
     settings = _settings(data_dir, store=to)
+    target = _run(lambda: _store_target(settings))
     result = _run(lambda: pipeline.load_result(settings.runs_dir / run_id))
+    out.print(f"publishing to {target}", markup=False, highlight=False)
     store = _run(lambda: open_store(settings))
     version = _run(lambda: pipeline.publish(result, store))
-    out.print(f"published graph version [bold]{version.version_id}[/] to {to}")
+    out.print(f"published graph version [bold]{version.version_id}[/] to {target}")
 
 
 @app.command()
 def nightly(
-    path: Annotated[Path, typer.Argument(help="Catalog file, or dataset folder with --dataset.")],
+    path: Annotated[Path, typer.Argument(help="Catalog file, or a dataset folder (then give --dataset).")],
     dataset: DatasetOpt = "catalog",
     orders: OrdersOpt = None,
+    columns: ColumnsOpt = None,
+    fmt: FormatOpt = None,
     data_dir: DataDirOpt = None,
-    to: Annotated[str | None, typer.Option("--to", help="embedded (default) or neo4j.")] = None,
+    to: StoreOpt = None,
     progress: ProgressOpt = False,
 ) -> None:
     """What cron calls: re-distil only new and changed products, reuse the rest, publish a new version.
@@ -229,7 +360,10 @@ def nightly(
     from distill.store import open_store
 
     settings = _settings(data_dir, store=to)
-    catalog, interactions = _run(lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows))
+    target = _run(lambda: _store_target(settings))
+    catalog, interactions = _run(
+        lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows, columns=columns, fmt=fmt))
+    out.print(f"publishing to {target}", markup=False, highlight=False)
     store = _run(lambda: open_store(settings))
     gateway = _run(lambda: pipeline.make_gateway(settings))
     result = _run(
@@ -258,6 +392,7 @@ def serve(
     from serve.settings import ServeSettings
 
     overrides: dict[str, object] = {"host": host, "port": port, "workers": workers, "server": server}
+    data_dir = data_dir or _project().data_dir
     if data_dir is not None:
         overrides["graph_dir"] = data_dir / "graph"
     if neo4j is not None:
@@ -329,7 +464,10 @@ def inspect(
     from distill.store import open_store
 
     settings = _settings(data_dir)
-    graph = _run(lambda: open_store(settings).load(version))
+    store = _run(lambda: open_store(settings))
+    if version is None and _run(store.current_version) is None:
+        _nothing_published(settings)
+    graph = _run(lambda: store.load(version))
     import polars as pl
 
     node = graph.nodes.filter(pl.col("id") == product_id)
@@ -353,18 +491,40 @@ def inspect(
         out.print(table)
 
 
+def _nothing_published(settings: DistillSettings) -> None:
+    where = _run(lambda: _store_target(settings))
+    err.print(
+        f"[bold red]error:[/] no graph version published in {where} yet. Publish one with "
+        "`shelfgraph distill FILE --publish` (or `shelfgraph demo`), or point at another data dir with --data-dir.",
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
 @app.command()
-def versions(data_dir: DataDirOpt = None, to: Annotated[str | None, typer.Option("--store")] = None) -> None:
+def versions(
+    data_dir: DataDirOpt = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--store", help="Store to list: embedded or neo4j (default: SHELFGRAPH_STORE, else embedded)."),
+    ] = None,
+) -> None:
     """List the graph versions kept by the store, oldest first; the current one is marked.
+
+    Exits with 1 and says so when nothing has been published yet.
 
     Example: shelfgraph versions
     """
     from distill.store import open_store
 
-    store = _run(lambda: open_store(_settings(data_dir, store=to)))
+    settings = _settings(data_dir, store=to)
+    store = _run(lambda: open_store(settings))
     current = _run(store.current_version)
+    kept = _run(store.list_versions)
+    if not kept:
+        _nothing_published(settings)
     table = Table("", "version", "created", "products", "complements", "substitutes", "LLM calls", "cost $")
-    for manifest in _run(store.list_versions):
+    for manifest in kept:
         table.add_row(
             "*" if manifest.version_id == current else "",
             manifest.version_id,
@@ -395,27 +555,56 @@ def export_graphml_cmd(
     out.print(f"wrote {export_graphml(graph, target)}")
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    """True when nothing could listen on host:port now (bound the way gunicorn binds, with SO_REUSEADDR)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _refuse_busy_port(host: str, port: int) -> None:
+    if _port_in_use(host, port):
+        err.print(
+            f"[bold red]error:[/] port {port} on {host} is already in use (another `shelfgraph serve` or demo?). "
+            f"Pick a free one with --port, e.g. --port {port + 1}, or stop what listens there.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the demo keeps its graph.")] = Path(
-        ".shelfgraph-demo"
-    ),
+    data_dir: DataDirOpt = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the server at the end.")] = True,
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8080,
     progress: ProgressOpt = True,
 ) -> None:
     """Ingest the bundled sample catalog and orders, distil, publish, and serve it.
 
+    The graph goes to the normal data dir (.shelfgraph, or --data-dir / SHELFGRAPH_DATA_DIR), so `inspect`,
+    `versions` and `serve` find it afterwards.
+
     Example: shelfgraph demo            (then open the printed curl in another terminal)
+    Example: shelfgraph demo --no-serve && shelfgraph inspect SKU-10001
     """
     from distill import pipeline
     from distill.store import open_store
 
-    settings = _settings(data_dir)
+    host = "127.0.0.1"
+    if serve_after:
+        _refuse_busy_port(host, port)  # before minutes of work, not after
+    settings = _settings(data_dir, store="embedded")
     catalog, interactions = _run(
         lambda: _load_inputs("catalog", SAMPLE_DIR / "catalog.csv", SAMPLE_DIR / "orders.csv", settings.max_rejected_rows)
     )
-    out.print(f"ingested {len(catalog.products)} products, {len(catalog.report.rejected)} rows rejected")
+    out.print(f"ingested {_plural(len(catalog.products), 'product')}, "
+              f"{_plural(len(catalog.report.rejected), 'row')} rejected")
     gateway = _run(lambda: pipeline.make_gateway(settings))
     result = _run(
         lambda: pipeline.run_pipeline(list(catalog.products), interactions, settings, gateway=gateway, progress=progress)
@@ -423,19 +612,69 @@ def demo(
     _print_report(result.report)
     store = _run(lambda: open_store(settings, "embedded"))
     version = _run(lambda: pipeline.publish(result, store))
-    out.print(f"published graph version [bold]{version.version_id}[/] ({version.relation_counts}) in {data_dir}")
-    example = _demo_product(result.relations, catalog)
-    out.print("\nTry it:")
-    out.print(f"  curl -s http://127.0.0.1:{port}/v1/products/{example}/complements?k=5")
     out.print(
-        f"  curl -s -X POST http://127.0.0.1:{port}/v1/recommendations -H 'Content-Type: application/json' "
-        f"-d '{{\"cart\": [\"{example}\"], \"k\": 5}}'"
+        f"published graph version [bold]{version.version_id}[/] ({version.relation_counts}) "
+        f"in {settings.embedded_store_dir}"
     )
-    if serve_after:
-        from serve.server import serve_forever
-        from serve.settings import ServeSettings
+    example = _demo_product(result.relations, catalog)
+    dir_option = f" --data-dir {data_dir}" if data_dir is not None else ""
+    out.print(f"look at it:  shelfgraph inspect {example}{dir_option}   |   shelfgraph versions{dir_option}",
+              markup=False, highlight=False)
+    if not serve_after:
+        out.print("serve it:    " f"shelfgraph serve --port {port}{dir_option}", markup=False, highlight=False)
+        out.print(f"             then open http://{host}:{port}/explore?product={example}", markup=False,
+                  highlight=False)
+        return
+    _refuse_busy_port(host, port)  # something may have taken it while the pipeline ran
+    out.print("\nTry it:")
+    out.print(f"  curl -s http://{host}:{port}/v1/products/{example}/complements?k=5", markup=False)
+    out.print(
+        f"  curl -s -X POST http://{host}:{port}/v1/recommendations -H 'Content-Type: application/json' "
+        f"-d '{{\"cart\": [\"{example}\"], \"k\": 5}}'",
+        markup=False,
+    )
+    out.print(f"  explorer: http://{host}:{port}/explore?product={example}", markup=False)
+    from serve.server import serve_forever
+    from serve.settings import ServeSettings
 
-        _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))
+    _run(lambda: serve_forever(ServeSettings(graph_dir=settings.embedded_store_dir, port=port, workers=1)))
+
+
+@app.command()
+def doctor(
+    data_dir: DataDirOpt = None,
+    llm_call: Annotated[
+        bool, typer.Option("--llm-call/--no-llm-call", help="Send the configured model one tiny request.")
+    ] = True,
+) -> None:
+    """Check the install and the configuration, one line each: Python and packages, the embedding weights,
+    the data dir and its current version, the LLM (one tiny call when a model is set), Neo4j when configured.
+
+    Exits with 1 when something needed is missing or broken; warnings and skipped checks do not fail.
+
+    Example: shelfgraph doctor
+    Example: SHELFGRAPH_LLM_MODEL=openai/gpt-4o-mini shelfgraph doctor
+    """
+    from shelfgraph.doctor import run_checks
+
+    settings = _settings(data_dir)
+    project = _project().path
+    out.print(f"config: {project if project is not None else 'no shelfgraph.toml (defaults and SHELFGRAPH_*)'}",
+              markup=False, highlight=False)
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    checks = []
+    for check in run_checks(settings, llm_call=llm_call):
+        checks.append(check)
+        out.print(f"[{style[check.status]}]{check.status:<4}[/] {check.name:<10} {escape(check.detail)}",
+                  highlight=False)
+        if check.hint and check.status != "ok":
+            out.print(f"{'':15} -> {escape(check.hint)}", highlight=False)
+    failures = [check.name for check in checks if check.status == "fail"]
+    if failures:
+        err.print(f"[bold red]doctor:[/] {len(failures)} needed {'piece is' if len(failures) == 1 else 'pieces are'} "
+                  f"missing or broken: {', '.join(failures)}")
+        raise typer.Exit(1)
+    out.print("[green]doctor: all needed pieces are in place[/]")
 
 
 def _demo_product(relations: list, catalog: Catalog) -> str:  # type: ignore[type-arg]
