@@ -124,7 +124,9 @@ def rank_complements(
         summary_extra = {"feature_baskets": fit_baskets, "label_baskets": label_baskets // FOLDS,
                          "label_share": LABEL_SHARE}
     ranker = fit.ranker if fit is not None else Ranker("ordering", ordering=fallback)
-    reason = fit.reason if fit is not None else f"no interactions: ordered by {fallback}"
+    reason = fit.reason if fit is not None else (
+        f"no interactions: ordered by {fallback} across shelves (same-shelf items are substitutes until "
+        "baskets show them bought together)")
 
     full = BehaviourStats.build(baskets, catalog, max_basket_size=max_basket_size) if has_log else BehaviourStats.empty(catalog)
     scale = ranker.fit_baskets / full.baskets if ranker.kind == "lambdarank" and full.baskets else 1.0
@@ -136,6 +138,10 @@ def rank_complements(
     key = scores if ranker.kind == "lambdarank" else ranker.order_key(frame)
     frame = frame.with_columns(score=pl.Series(scores), key=pl.Series(key), origins=pool["origins"])
     frame = _drop_near_duplicates(frame, catalog, near_duplicates)
+    if not has_log:
+        # Without a log nothing says shoppers buy two items of one shelf together: keep complements across
+        # shelves (products without a category have none to share).
+        frame = frame.filter((pl.col("same_leaf") == 0) | pl.col("same_leaf").is_null())
     top = frame.sort(["s", "key", "target_pop", "t"], descending=[False, True, True, False]).group_by("s", maintain_order=True).head(
         max_complements)
     relations = _relations(top, catalog, feature_behaviour, llm_rows, run_id=run_id, model=model,
