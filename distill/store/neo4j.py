@@ -205,8 +205,8 @@ class Neo4jStore:
     (`lease_seconds`, renewed by a heartbeat every third of it) and a second publisher gets PublisherBusy.
     A lease whose holder died is taken over: at once when the holder ran on this machine and its process is
     gone, otherwise once the lease expires. Any number of readers. A publish that dies half-way leaves the
-    previous version current; the next publish removes the partial version (once its heartbeat is older
-    than the lease) and writes its own from scratch. `parallel` sessions write relationship batches."""
+    previous version current; the next publish removes the partial version (at once when its publisher
+    failed or died, otherwise once its heartbeat is older than the lease) and writes its own from scratch. `parallel` sessions write relationship batches."""
 
     def __init__(
         self,
