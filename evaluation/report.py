@@ -71,6 +71,8 @@ def write_html_report(result: EvalResult, graph: PublishedGraph, path: Path) -> 
         _img(_degree_histograms(graph), "out-degree distribution per kind"),
         "</div>",
         _graph_facts(result),
+        "<h2>The complement ranker</h2>",
+        _ranker_html(result),
         "<h2>Metrics per category</h2>",
         _category_section(result),
         "<h2>Examples</h2>",
@@ -146,6 +148,29 @@ def _graph_facts(result: EvalResult) -> str:
         f"substitute relations; relations pointing outside the catalog: <b>{g.outside_catalog_share:.1%}</b>.<br>"
         f"Complement lists of the <i>any</i> queries were served from: {served}.<br>"
         f"Reasons sharing a content word with the annotated bundle intent (lexical check): {reason}.</p>"
+    )
+
+
+def _ranker_html(result: EvalResult) -> str:
+    """How the run ordered its complements: the learned model's figures on held-back label baskets (the
+    shop's own log, not the evaluation's test split), each single-evidence ordering, feature importances."""
+    ranker = result.graph.ranker
+    if ranker is None:
+        return "<p class='muted'>No ranker summary in this run.</p>"
+    rows = "".join(f"<tr><td>{escape(name)}</td><td>{m['hit']:.3f}</td><td>{m['ndcg']:.3f}</td></tr>"
+                   for name, m in ranker.validation.items())
+    features = "".join(f"<tr><td>{escape(name)}</td><td>{share:.3f}</td></tr>"
+                       for name, share in list(ranker.importances.items())[:15])
+    sources = "".join(f"<tr><td>{escape(name)}</td><td>{c['added']:,}</td><td>{c['kept']:,}</td></tr>"
+                      for name, c in ranker.candidates.items())
+    return (
+        f"<p>{escape(ranker.reason)}. Model: {escape(ranker.kind)}"
+        f"{' (' + escape(ranker.model_file) + ' in the run folder)' if ranker.model_file else ''}; "
+        f"{ranker.train_groups:,} training and {ranker.valid_groups:,} held-back label groups, "
+        f"{ranker.rounds} boosting rounds.</p><div class='grid'>"
+        f"<table><tr><th>ordering (held-back label groups)</th><th>hit@10</th><th>ndcg@10</th></tr>{rows}</table>"
+        f"<table><tr><th>feature</th><th>gain share</th></tr>{features}</table>"
+        f"<table><tr><th>generator</th><th>candidates</th><th>served</th></tr>{sources}</table></div>"
     )
 
 

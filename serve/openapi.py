@@ -263,7 +263,7 @@ def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
 
     lookup_responses = {
         "200": _json_response("ranked neighbours", _ref("NeighbourList")),
-        "400": _error("invalid query parameter"),
+        "400": _error("invalid query parameter, or a product id longer than 256 characters"),
         "404": _error("unknown product id"),
         **_COMMON,
     }
@@ -282,6 +282,7 @@ def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
                     "parameters": [{"$ref": "#/components/parameters/ProductId"}],
                     "responses": {
                         "200": _json_response("the product", _ref("Product")),
+                        "400": _error("product id longer than any catalog id (256 characters)"),
                         "404": _error("unknown product id"),
                         **_COMMON,
                     },

@@ -68,7 +68,7 @@ def test_evaluate_tiny_bundlerec_end_to_end(tmp_path: Path, tiny: tuple[Path, Ca
     result = evaluate("bundlerec", folder, settings=settings, ablations=True, progress=False, retriever=retriever,
                       report_path=report)
     out = result.to_json()
-    _check_shape(out, ablations={"no_behaviour", "no_text_similarity"})
+    _check_shape(out, ablations={"no_behaviour", "no_text_similarity", "no_learned_ranker"})
     data = load_eval_data("bundlerec", folder, 0)
     assert out["meta"]["queries"] == {kind: len(data.queries[kind]) for kind in EVAL_KINDS}
     assert out["any"]["queries"] > 0 and out["substitute"]["queries"] > 0
@@ -94,6 +94,11 @@ def test_evaluate_tiny_bundlerec_end_to_end(tmp_path: Path, tiny: tuple[Path, Ca
     assert "data:image/png;base64," in html
     assert not re.search(r"(src|href)=['\"]https?:", html)  # self-contained: nothing fetched
     assert "<script" not in html
+    # The run's complement ranker is shown: how it was chosen and its figures on held-back label baskets.
+    ranker = result.graph.ranker
+    assert ranker is not None and "complement ranker" in table and ranker.reason in table
+    assert "The complement ranker" in html and "held-back label groups" in html
+    assert result.to_json()["graph"]["ranker"]["kind"] == ranker.kind
 
 
 def test_report_escapes_product_text(tmp_path: Path, tiny: tuple[Path, CatalogRetriever]) -> None:
