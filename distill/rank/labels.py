@@ -58,7 +58,7 @@ def split_baskets(baskets: pl.DataFrame, fold: int = 0, folds: int = FOLDS, salt
                       labels=tagged.filter(pl.col("is_label")).drop("is_label"))
 
 
-MAX_GROUPS: Final = 6_000
+MAX_GROUPS: Final = 20_000
 """Label groups kept for fitting (a seeded hash sample beyond this): bounds the fit's time and memory on a
 large log; LambdaRank gains little from more groups than this."""
 VALID_SHARE: Final = 0.2
