@@ -381,13 +381,24 @@ def evaluate(
     report_path: Path | None = None,
     run_pipeline: RunPipeline | None = None,
     retriever: CatalogRetriever | None = None,
+    sample: int | None = None,
+    export_batch: Path | None = None,
+    import_batch: Path | None = None,
 ) -> EvalResult:
     """Distil `dataset` with the training behaviour of a seeded 80/20 split only, serve it through
     GraphIndex, and score its top-k per kind next to the baselines. `gateway` (e.g. one in batch import
     mode) is passed through to the pipeline. `run_pipeline` / `retriever` exist for tests (a wrapped
-    pipeline, a retriever without the embedding model); the defaults are the real ones."""
+    pipeline, a retriever without the embedding model); the defaults are the real ones.
+
+    `sample`: distil (and so ask the model about) only a seeded sample of that many query products and score
+    their queries, next to the baselines on the same queries. With a gateway in export mode,
+    `export_batch` writes the requests the run still needs (then raises BatchPending) and `import_batch`
+    first puts a provider's answers into the response cache: an evaluation with a real LLM costs hundreds of
+    requests, answered outside the process."""
     if k < 1:
         raise EvaluationError(f"k must be >= 1, got {k}")
+    if sample is not None and sample < 1:
+        raise EvaluationError(f"sample must be >= 1, got {sample}")
     if run_pipeline is None:
         from distill.pipeline import run_pipeline as real_pipeline
 
@@ -400,6 +411,9 @@ def evaluate(
         step("load and split")
         t = time.perf_counter()
         data = load_eval_data(dataset, path, seed, max_rejected=settings.max_rejected_rows)
+        only = None
+        if sample is not None:
+            data, only = sample_queries(data, sample, seed)
         walls["load_split"] = time.perf_counter() - t
         n_queries = {kind: len(data.queries[kind]) for kind in EVAL_KINDS}
         if n_queries["any"] == 0:
@@ -410,7 +424,8 @@ def evaluate(
         full_graph: PublishedGraph | None = None
         for name, variant_settings in variants.items():
             step(f"distil ({name})")
-            result, graph, seconds = _distil(run_pipeline, data, variant_settings, gateway, name, seed, progress)
+            result, graph, seconds = _distil(run_pipeline, data, variant_settings, gateway, name, seed, progress,
+                                             only=only, export_batch=export_batch, import_batch=import_batch)
             walls[f"distill_{name}"] = seconds
             t = time.perf_counter()
             from serve.index import GraphIndex
@@ -445,6 +460,9 @@ def evaluate(
                  f" training rows only"]
         if dataset == "amazon2018":
             notes.append("held-out products appear in no training basket (cold start for behaviour)")
+        if only is not None:
+            notes.append(f"sample: {len(only)} query products (seeded by {seed}) distilled and scored; the "
+                         "baselines answer the same queries")
         meta = EvalMeta(
             dataset=data.dataset, path=str(path), seed=seed, k=k, unit=data.unit, split=data.stats,
             queries=n_queries, catalog_products=len(data.products),
@@ -465,19 +483,56 @@ def evaluate(
     return evaluation
 
 
+class BatchPending(EvaluationError):
+    """The evaluation's run needs model answers: they were written as a provider batch file."""
+
+    def __init__(self, count: int, path: Path, stage: str | None) -> None:
+        super().__init__(f"wrote {count} model requests of stage {stage!r} to {path}: answer them with a provider's "
+                         "batch API, then run the same eval with --import-batch OUTPUT (and --export-batch for the "
+                         "next stage's requests)")
+        self.count = count
+        self.path = path
+
+
+def sample_queries(data: EvalData, n: int, seed: int) -> tuple[EvalData, set[str]]:
+    """A seeded sample of n query products (sha256 of seed:id, smallest first) and only their queries."""
+    import hashlib
+    from dataclasses import replace
+
+    ids = sorted({q.product_id for q in data.queries["any"]},
+                 key=lambda pid: hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest())[:n]
+    chosen = set(ids)
+    queries = {kind: tuple(q for q in qs if q.product_id in chosen) for kind, qs in data.queries.items()}
+    return replace(data, queries=queries), chosen
+
+
 def _distil(
     run_pipeline: RunPipeline, data: EvalData, settings: DistillSettings, gateway: LLMGateway | None,
-    variant: str, seed: int, progress: bool,
+    variant: str, seed: int, progress: bool, *, only: set[str] | None = None, export_batch: Path | None = None,
+    import_batch: Path | None = None,
 ) -> tuple[Any, PublishedGraph, float]:
     from distill.runs import new_run_id
 
-    run_id = f"eval-{data.dataset}-s{seed}-{variant.replace('_', '-')}-{new_run_id()}"
+    batch = export_batch is not None or import_batch is not None
+    # A batch cycle resumes one run folder per (dataset, seed, variant, sample) instead of starting anew.
+    suffix = f"batch-{len(only) if only else 'all'}" if batch else new_run_id()
+    run_id = f"eval-{data.dataset}-s{seed}-{variant.replace('_', '-')}-{suffix}"
     use_gateway = gateway if settings.use_llm else None
     t = time.perf_counter()
-    result = run_pipeline(list(data.products), data.train_interactions, settings, gateway=use_gateway,
-                          run_id=run_id, progress=progress)
+
+    def run() -> Any:
+        return run_pipeline(list(data.products), data.train_interactions, settings, gateway=use_gateway,
+                            run_id=run_id, progress=progress, **({"only": only} if only is not None else {}))
+
+    result = run()
+    if not result.complete and import_batch is not None and use_gateway is not None:
+        use_gateway.import_batch(Path(import_batch), result.pending, stage=result.stopped_at or "batch")
+        result = run()
     seconds = time.perf_counter() - t
     if not result.complete:
+        if export_batch is not None and use_gateway is not None:
+            count = use_gateway.export_batch(result.pending, Path(export_batch))
+            raise BatchPending(count, Path(export_batch), result.stopped_at)
         raise EvaluationError(
             f"distillation run {result.run_id} stopped at stage {result.stopped_at!r} with {len(result.pending)} "
             "model requests pending (batch export): answer them, import the answers into the LLM cache, then "

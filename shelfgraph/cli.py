@@ -417,6 +417,13 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report with plots here.")] = None,
     ablations: Annotated[bool, typer.Option(help="Also run with each evidence source switched off.")] = False,
+    sample: Annotated[int | None, typer.Option(help="Distil and score only a seeded sample of N query products.")] = None,
+    export_batch: Annotated[
+        Path | None, typer.Option(help="Write the model requests the run still needs as OpenAI batch JSONL.")
+    ] = None,
+    import_batch: Annotated[
+        Path | None, typer.Option(help="Import an OpenAI batch output JSONL into the response cache first.")
+    ] = None,
     data_dir: DataDirOpt = None,
     max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
@@ -424,24 +431,34 @@ def eval_cmd(
     """Measure graph quality against held-out ground truth, next to baselines on the same split.
 
     Example: shelfgraph eval --dataset bundlerec --path ../shared/data/bundlerec-electronics --json
+    Example (a real LLM for 200 query products, answered through a provider batch API):
+      shelfgraph eval --sample 200 --export-batch in.jsonl   ...answer...   --import-batch out.jsonl
     """
     from distill import pipeline
-    from evaluation.run import evaluate
+    from evaluation.run import BatchPending, EvalResult, evaluate
 
     settings = _settings(data_dir, max_rejected_rows=max_rejected)
-    gateway = _run(lambda: pipeline.make_gateway(settings))
-    result = _run(
-        lambda: evaluate(
-            dataset,  # type: ignore[arg-type]
-            path,
-            seed=seed,
-            settings=settings,
-            gateway=gateway,
-            ablations=ablations,
-            progress=progress and not as_json,
-            report_path=report,
-        )
-    )
+    batch = export_batch is not None or import_batch is not None
+    gateway = _run(lambda: pipeline.make_gateway(settings, mode="export" if batch else "live"))
+    if batch and gateway is None:
+        err.print("[bold red]error:[/] --export-batch/--import-batch need a model: set SHELFGRAPH_LLM_MODEL")
+        raise typer.Exit(1)
+
+    def run_eval() -> EvalResult | BatchPending:
+        try:
+            return evaluate(
+                dataset,  # type: ignore[arg-type]
+                path, seed=seed, settings=settings, gateway=gateway, ablations=ablations,
+                progress=progress and not as_json, report_path=report, sample=sample,
+                export_batch=export_batch, import_batch=import_batch,
+            )
+        except BatchPending as pending:
+            return pending  # not a failure: the run waits for the provider's answers
+
+    result = _run(run_eval)
+    if isinstance(result, BatchPending):
+        out.print(str(result), markup=False, highlight=False)
+        return
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
