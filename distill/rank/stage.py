@@ -118,7 +118,8 @@ def rank_complements(
         fit_baskets = fit_baskets // FOLDS
         fit = fit_ranker(train, positives, fit_baskets=max(fit_baskets, 1), fallback=fallback) if parts else None
         if fit is not None and not learned:
-            best = next((n for n in fit.validation if n != "learned ranker"), fallback)
+            singles = {n: m for n, m in fit.validation.items() if n != "learned ranker"}
+            best = max(singles, key=lambda n: (singles[n]["ndcg"], singles[n]["hit"]), default=fallback)
             fit = FitResult(Ranker("ordering", ordering=best), f"learned ranker switched off: ordered by {best}",
                             fit.validation, {}, fit.train_groups, fit.valid_groups, fit.positives, 0)
         summary_extra = {"feature_baskets": fit_baskets, "label_baskets": label_baskets // FOLDS,
