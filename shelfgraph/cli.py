@@ -113,6 +113,12 @@ FormatOpt = Annotated[
 OrdersOpt = Annotated[
     Path | None, typer.Option("--orders", help="Order/session log (columns basket_id|order_id, product_id).")
 ]
+ExportBatchOpt = Annotated[
+    Path | None, typer.Option(help="Write the model requests the run still needs as OpenAI batch JSONL (no calls).")
+]
+ImportBatchOpt = Annotated[
+    Path | None, typer.Option(help="Import an OpenAI batch output JSONL into the response cache first.")
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
@@ -271,12 +277,8 @@ def distill(
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a new timestamped id).")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the result as a new version.")] = False,
     to: StoreOpt = None,
-    export_batch: Annotated[
-        Path | None, typer.Option(help="Write pending LLM requests as OpenAI batch JSONL instead of calling.")
-    ] = None,
-    import_batch: Annotated[
-        Path | None, typer.Option(help="Import an OpenAI batch output JSONL into the response cache first.")
-    ] = None,
+    export_batch: ExportBatchOpt = None,
+    import_batch: ImportBatchOpt = None,
     max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -418,12 +420,8 @@ def eval_cmd(
     report: Annotated[Path | None, typer.Option(help="Write an HTML report with plots here.")] = None,
     ablations: Annotated[bool, typer.Option(help="Also run with each evidence source switched off.")] = False,
     sample: Annotated[int | None, typer.Option(help="Distil and score only a seeded sample of N query products.")] = None,
-    export_batch: Annotated[
-        Path | None, typer.Option(help="Write the model requests the run still needs as OpenAI batch JSONL.")
-    ] = None,
-    import_batch: Annotated[
-        Path | None, typer.Option(help="Import an OpenAI batch output JSONL into the response cache first.")
-    ] = None,
+    export_batch: ExportBatchOpt = None,
+    import_batch: ImportBatchOpt = None,
     data_dir: DataDirOpt = None,
     max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
