@@ -451,7 +451,8 @@ def _rank(
     if embeddings is not None:
         rows = embeddings.rows()
         vectors = embeddings.vectors[[rows[p.id] for p in enriched]] if all(p.id in rows for p in enriched) else None
-    llm_rows = [(c.source, c.target, c.llm_score, c.retrieval_score, c.llm_reason, c.query) for c in judged
+    llm_rows = [(c.source, c.target, c.llm_score, c.retrieval_score, c.llm_reason, c.query,
+                 c.llm_model) for c in judged
                 if c.kind == "complement" and (c.llm_score is not None or "llm" in c.origins)]
     llm = LLMEvidence(pl.DataFrame(llm_rows, schema=LLM_SCHEMA, orient="row")) if llm_rows else LLMEvidence.empty()
     baskets = interactions.baskets if interactions is not None and interactions.baskets.height else None

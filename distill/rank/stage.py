@@ -35,7 +35,8 @@ class LLMEvidence:
     """What the model said about pairs (catalog ids): its judgement score and the grounded proposals."""
 
     pairs: pl.DataFrame
-    """(source, target, llm_score, llm_retrieval, llm_reason, query, model)"""
+    """(source, target, llm_score, llm_retrieval, llm_reason, query, llm_model): llm_model is the model that
+    answered the judgement (a fallback when the primary failed), None when unknown."""
 
     @classmethod
     def empty(cls) -> LLMEvidence:
@@ -43,7 +44,8 @@ class LLMEvidence:
 
 
 LLM_SCHEMA: Final = {"source": pl.String, "target": pl.String, "llm_score": pl.Float32,
-                     "llm_retrieval": pl.Float32, "llm_reason": pl.String, "query": pl.String}
+                     "llm_retrieval": pl.Float32, "llm_reason": pl.String, "query": pl.String,
+                     "llm_model": pl.String}
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
     observed = full.pairs.select("s", "t", raw_count="co_count", raw_lift="co_lift")
     detail = top.join(observed, on=["s", "t"], how="left")
     text = llm_rows.group_by("s", "t").agg(pl.col("llm_reason").drop_nulls().first(),
-                                           pl.col("query").drop_nulls().first())
+                                           pl.col("query").drop_nulls().first(),
+                                           pl.col("llm_model").drop_nulls().first())
     detail = detail.join(text, on=["s", "t"], how="left")
     leaf_name = _leaf_names(catalog)
     out: list[Relation] = []
@@ -219,7 +222,7 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
             source=catalog.ids[s], target=catalog.ids[t], kind="complement", score=round(float(row["score"]), 6),
             reasons=tuple(r for r in reasons[:5] if r.strip()) or ("related by the catalog's category structure",),
             evidence=evidence,
-            provenance=Provenance(run_id=run_id, model=model if judged else None,
+            provenance=Provenance(run_id=run_id, model=(row["llm_model"] or model) if judged else None,
                                   prompt_version=prompt_version if judged else None,
                                   stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n])),
         ))

@@ -40,7 +40,8 @@ def test_stale_stages_name_the_first_stage_each_change_feeds() -> None:
     base = RunInfo(run_id="r", catalog_fingerprint="c", product_count=1, interactions_fingerprint="i",
                    settings={"enrich_batch_size": 8, "use_behaviour": True, "use_text_similarity": True,
                              "min_copurchase_support": 2, "max_complements": 10, "max_substitutes": 10,
-                             "verify_batch_size": 10, "min_score": 0.2})
+                             "verify_batch_size": 10, "use_learned_ranker": True, "min_score": 0.2,
+                             "min_complement_score": 0.0})
     assert stale_stages(base, base) == {}
     changed = base.model_copy(update={"interactions_fingerprint": "j",
                                       "settings": {**base.settings, "min_score": 0.5, "max_substitutes": 3}})
@@ -88,6 +89,7 @@ def test_changed_caps_rerun_and_are_respected(tmp_path: Path, catalog) -> None:
     assert _mtime(capped, "behaviour") == behaviour_written  # max_substitutes feeds similarity onwards only
     assert all(n <= 2 for (_, kind), n in Counter((r.source, r.kind) for r in capped.relations).items()
                if kind == "substitute")
-    assert all(r.score >= 0.3 for r in capped.relations)
+    # min_score floors substitutes; complements are calibrated probabilities with their own floor
+    assert all(r.score >= 0.3 for r in capped.relations if r.kind == "substitute")
     tighter = _run(products, interactions, tmp_path, max_complements=2, max_substitutes=2, min_score=0.3)
     assert all(n <= 2 for n in Counter((r.source, r.kind) for r in tighter.relations).values())

@@ -94,7 +94,7 @@ def test_distillation_sees_only_training_sessions(tmp_path: Path) -> None:
     settings = DistillSettings(data_dir=tmp_path / "data", use_text_similarity=False)
     evaluate("bundlerec", folder, settings=settings, ablations=True, progress=False, run_pipeline=spy,
              retriever=retriever)
-    assert len(seen) == 3  # full + no behaviour + no text similarity
+    assert len(seen) == 4  # full + no behaviour + no text similarity + no learned ranker
     for interactions in seen:
         assert interactions is not None
         given = interactions.baskets
