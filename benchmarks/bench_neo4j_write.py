@@ -117,7 +117,13 @@ def manifest_for(version: str, products: list[Product], relations: list[Relation
     )
 
 
+WIPE_RELATIONSHIPS = "MATCH ()-[r]->() WITH r LIMIT $limit DELETE r RETURN count(*) AS deleted"
+
+
 def wipe(driver: neo4j.Driver) -> None:
+    # Relationships first: DETACH DELETE of 20k nodes with 1M relationships exceeds the transaction memory.
+    while driver.execute_query(WIPE_RELATIONSHIPS, limit=50_000).records[0]["deleted"]:
+        pass
     while driver.execute_query(WIPE_BATCH, limit=20_000).records[0]["deleted"]:
         pass
 

@@ -191,6 +191,15 @@ RETURN v.version_id AS version_id
 """Readers stop trusting a version before its nodes go; never applies to the current version, nor to a version
 another live publisher is writing (its heartbeat is younger than the lease)."""
 
+DELETE_VERSION_RELATIONS_BATCH: Final[str] = """
+MATCH (:Product {version: $version})-[r]->()
+WITH r LIMIT $limit
+DELETE r
+RETURN count(*) AS deleted
+"""
+"""Relationships go first, in batches of their own: a DETACH DELETE of a batch of well-connected products
+would otherwise hold all their relationships in one transaction (beyond the server's transaction memory)."""
+
 DELETE_VERSION_PRODUCTS_BATCH: Final[str] = """
 MATCH (p:Product {version: $version})
 WITH p LIMIT $limit

@@ -596,10 +596,11 @@ class Neo4jStore:
         )
         if not marked:
             return False
-        while True:
-            deleted = self._write(cypher.DELETE_VERSION_PRODUCTS_BATCH, version=version, limit=self._batch_size)
-            if not deleted or int(deleted[0]["deleted"]) == 0:
-                break
+        for query in (cypher.DELETE_VERSION_RELATIONS_BATCH, cypher.DELETE_VERSION_PRODUCTS_BATCH):
+            while True:
+                deleted = self._write(query, version=version, limit=self._batch_size)
+                if not deleted or int(deleted[0]["deleted"]) == 0:
+                    break
         self._write(cypher.DELETE_VERSION_NODE, version=version)
         return True
 
