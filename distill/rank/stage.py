@@ -22,6 +22,8 @@ from distill.scoring import template_reasons
 from graph_schema.models import Evidence, Product, Provenance, RankerSummary, Relation
 
 MODEL_FILE: Final = "ranker.txt"
+SCORING_BLOCK: Final = 4096
+"""Source products scored per pass: memory stays O(block x pool), not O(catalog x pool)."""
 TEXT_FEATURES: Final = frozenset({"text_sim", "text_rank", "tfidf_sim", "tfidf_rank", "nb_score", "nb_count",
                                   "keyphrase_overlap", "from_text", "from_lexical", "from_neighbour"})
 BEHAVIOUR_FEATURES: Final = frozenset({"co_count", "co_lift", "co_npmi", "nb_score", "nb_count", "leaf_count",
@@ -135,25 +137,32 @@ def rank_complements(
     scale = ranker.fit_baskets / full.baskets if ranker.kind == "lambdarank" and full.baskets else 1.0
     target_rows = np.array([catalog.row[pid] for pid in targets if pid in catalog.row], dtype=np.int32)
     feature_behaviour = _features_source(full, use_behaviour, catalog)
-    pool, smoothed = build_pool(catalog, feature_behaviour, target_rows, llm_pairs=llm_features.select("s", "t"))
-    frame = _masked(pair_features(pool, smoothed, catalog, feature_behaviour, scale=scale, llm=llm_features), masked)
-    scores = ranker.score(frame)
-    key = scores if ranker.kind == "lambdarank" else ranker.order_key(frame)
-    frame = frame.with_columns(score=pl.Series(scores), key=pl.Series(key), origins=pool["origins"])
-    frame = _drop_near_duplicates(frame, catalog, near_duplicates)
-    if not has_log:
-        # Without a log nothing says shoppers buy two items of one shelf together: keep complements across
-        # shelves (products without a category have none to share).
-        frame = frame.filter((pl.col("same_leaf") == 0) | pl.col("same_leaf").is_null())
-    top = frame.sort(["s", "key", "target_pop", "t"], descending=[False, True, True, False]).group_by("s", maintain_order=True).head(
-        max_complements)
+    tops: list[pl.DataFrame] = []
+    added = np.zeros(len(ORIGINS), dtype=np.int64)
+    for start in range(0, len(target_rows), SCORING_BLOCK):
+        block = target_rows[start:start + SCORING_BLOCK]
+        pool, smoothed = build_pool(catalog, feature_behaviour, block, llm_pairs=llm_features.select("s", "t"))
+        origins = pool["origins"].to_numpy()
+        added += [int(((origins & BIT[name]) > 0).sum()) for name in ORIGINS]
+        frame = _masked(pair_features(pool, smoothed, catalog, feature_behaviour, scale=scale, llm=llm_features),
+                        masked)
+        scores = ranker.score(frame)
+        key = scores if ranker.kind == "lambdarank" else ranker.order_key(frame)
+        frame = frame.with_columns(score=pl.Series(scores), key=pl.Series(key), origins=pool["origins"])
+        frame = _drop_near_duplicates(frame, catalog, near_duplicates)
+        if not has_log:
+            # Without a log nothing says shoppers buy two items of one shelf together: keep complements across
+            # shelves (products without a category have none to share).
+            frame = frame.filter((pl.col("same_leaf") == 0) | pl.col("same_leaf").is_null())
+        tops.append(frame.sort(["s", "key", "target_pop", "t"], descending=[False, True, True, False])
+                    .group_by("s", maintain_order=True).head(max_complements))
+    top = pl.concat(tops) if tops else pl.DataFrame()
     relations = _relations(top, catalog, feature_behaviour, llm_rows, run_id=run_id, model=model,
-                           prompt_version=prompt_version)
+                           prompt_version=prompt_version) if top.height else []
 
-    kept = top["origins"].to_numpy()
-    added = pool["origins"].to_numpy()
-    candidates = {name: {"added": int(((added & BIT[name]) > 0).sum()), "kept": int(((kept & BIT[name]) > 0).sum())}
-                  for name in ORIGINS}
+    kept = top["origins"].to_numpy() if top.height else np.zeros(0, dtype=np.uint16)
+    candidates = {name: {"added": int(added[i]), "kept": int(((kept & BIT[name]) > 0).sum())}
+                  for i, name in enumerate(ORIGINS)}
     summary = RankerSummary(
         kind=ranker.kind, ordering=ranker.ordering, reason=reason,
         model_file=MODEL_FILE if ranker.kind == "lambdarank" else None,
