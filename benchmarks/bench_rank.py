@@ -19,10 +19,9 @@ import polars as pl
 
 from distill.rank.context import BehaviourStats, CatalogView
 from distill.rank.features import pair_features
-from distill.rank.labels import FOLDS, label_groups, split_baskets
 from distill.rank.model import fit_ranker
 from distill.rank.pool import build_pool
-from distill.rank.stage import SCORING_BLOCK
+from distill.rank.stage import SCORING_BLOCK, training_frame
 from graph_schema.models import Product
 
 T = TypeVar("T")
@@ -88,21 +87,9 @@ def main() -> None:
     everyone = np.arange(len(products), dtype=np.int32)
 
     full = BehaviourStats.build(baskets, catalog, max_basket_size=50)
-    row_of = pl.DataFrame({"id": list(catalog.ids), "row": everyone})
-
     def label_frames() -> tuple[pl.DataFrame, dict[int, int]]:
-        parts, positives = [], {}
-        for fold in range(FOLDS):
-            split = split_baskets(baskets, fold)
-            behaviour = BehaviourStats.build(split.features, catalog, max_basket_size=50)
-            groups, answers = label_groups(split.labels, row_of, 50, offset=len(positives))
-            pool, smoothed = build_pool(catalog, behaviour, groups["s"].unique().to_numpy().astype(np.int32))
-            pairs = pair_features(pool, smoothed, catalog, behaviour)
-            parts.append(groups.select("g", "s", "valid").join(pairs, on="s")
-                         .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
-                         .with_columns(pl.col("label").fill_null(0.0)))
-            positives.update(zip(groups["g"].to_list(), groups["positives"].to_list(), strict=True))
-        return pl.concat(parts), positives
+        train, positives, _, _ = training_frame(catalog, baskets, max_basket_size=50)
+        return train, positives
 
     (train, positives), label_s, label_mb = measured("label folds (5 x pool + features of labelled sources)",
                                                      label_frames)

@@ -191,8 +191,3 @@ def _leaf_pairs(rows: pl.DataFrame, catalog: CatalogView) -> pl.DataFrame:
             leaf_lift=(pl.col("leaf_count").cast(pl.Float64) * n / (pl.col("n_s") * pl.col("n_t"))).cast(pl.Float32),
         )
     )
-
-
-def log1p(x: F32) -> F32:
-    return np.log1p(np.maximum(x, 0.0)).astype(np.float32)
-

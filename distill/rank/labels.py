@@ -85,20 +85,3 @@ def label_groups(labels: pl.DataFrame, row_of: pl.DataFrame, max_basket_size: in
     answers = (groups.select("g", "basket_id", "s").join(rows.select("basket_id", pl.col("row").alias("t")), on="basket_id")
                .filter(pl.col("s") != pl.col("t")).select("g", "t"))
     return groups.select("g", "s", "valid", "positives"), answers
-
-
-def label_pairs(labels: pl.DataFrame, max_basket_size: int) -> pl.DataFrame:
-    """(source, target, count): ordered pairs of distinct products sharing a label basket (both directions).
-    Baskets above `max_basket_size` items are left out, as in the behaviour statistics."""
-    if not labels.height:
-        return pl.DataFrame(schema={"source": pl.String, "target": pl.String, "count": pl.UInt32})
-    sizes = labels.group_by("basket_id").len("size").filter(pl.col("size") <= max_basket_size)
-    rows = labels.join(sizes.select("basket_id"), on="basket_id")
-    return (
-        rows.join(rows, on="basket_id", suffix="_b")
-        .filter(pl.col("product_id") != pl.col("product_id_b"))
-        .group_by(pl.col("product_id").alias("source"), pl.col("product_id_b").alias("target"))
-        .len("count")
-        .with_columns(pl.col("count").cast(pl.UInt32))
-        .sort(["source", "target"])
-    )

@@ -98,35 +98,16 @@ def rank_complements(
     summary_extra: dict[str, int | float] = {}
     if has_log:
         assert baskets is not None
-        row_of = pl.DataFrame({"id": list(catalog.ids), "row": np.arange(len(catalog), dtype=np.int32)})
-        parts: list[pl.DataFrame] = []
-        positives: dict[int, int] = {}
-        fit_baskets = label_baskets = 0
-        for fold in range(FOLDS):
-            split = split_baskets(baskets, fold)
-            fit_behaviour = _features_source(
-                BehaviourStats.build(split.features, catalog, max_basket_size=max_basket_size), use_behaviour, catalog)
-            groups, answers = label_groups(split.labels, row_of, max_basket_size, offset=len(positives))
-            fit_baskets += split.feature_baskets
-            label_baskets += split.label_baskets
-            if not groups.height:
-                continue
-            sources = groups["s"].unique().to_numpy().astype(np.int32)
-            pool, smoothed = build_pool(catalog, fit_behaviour, sources, llm_pairs=llm_features.select("s", "t"))
-            pairs = _masked(pair_features(pool, smoothed, catalog, fit_behaviour, llm=llm_features), masked)
-            parts.append(groups.select("g", "s", "valid").join(pairs, on="s")
-                         .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
-                         .with_columns(pl.col("label").fill_null(0.0)))
-            positives.update(zip(groups["g"].to_list(), groups["positives"].to_list(), strict=True))
-        train = pl.concat(parts) if parts else pl.DataFrame()
-        fit_baskets = fit_baskets // FOLDS
-        fit = fit_ranker(train, positives, fit_baskets=max(fit_baskets, 1), fallback=fallback) if parts else None
+        train, positives, fit_baskets, label_baskets = training_frame(
+            catalog, baskets, max_basket_size=max_basket_size, use_behaviour=use_behaviour, masked=masked,
+            llm_features=llm_features)
+        fit = fit_ranker(train, positives, fit_baskets=max(fit_baskets, 1), fallback=fallback) if train.height else None
         if fit is not None and not learned:
             singles = {n: m for n, m in fit.validation.items() if n != "learned ranker"}
             best = max(singles, key=lambda n: (singles[n]["ndcg"], singles[n]["hit"]), default=fallback)
             fit = FitResult(Ranker("ordering", ordering=best), f"learned ranker switched off: ordered by {best}",
                             fit.validation, {}, fit.train_groups, fit.valid_groups, fit.positives, 0)
-        summary_extra = {"feature_baskets": fit_baskets, "label_baskets": label_baskets // FOLDS,
+        summary_extra = {"feature_baskets": fit_baskets, "label_baskets": label_baskets,
                          "label_share": LABEL_SHARE}
     ranker = fit.ranker if fit is not None else Ranker("ordering", ordering=fallback)
     reason = fit.reason if fit is not None else (
@@ -174,6 +155,38 @@ def rank_complements(
     return RankResult(relations, summary, ranker.model_text())
 
 
+def training_frame(
+    catalog: CatalogView, baskets: pl.DataFrame, *, max_basket_size: int, use_behaviour: bool = True,
+    masked: Collection[str] = (), llm_features: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, dict[int, int], int, int]:
+    """The labelled candidate rows of all folds: (g, s, t, FEATURES..., valid, label), the positives per group,
+    and the mean feature-part and label-part basket counts of a fold. Each fold's features come from the other
+    folds only."""
+    row_of = pl.DataFrame({"id": list(catalog.ids), "row": np.arange(len(catalog), dtype=np.int32)})
+    llm_pairs = llm_features.select("s", "t") if llm_features is not None else None
+    parts: list[pl.DataFrame] = []
+    positives: dict[int, int] = {}
+    fit_baskets = label_baskets = 0
+    for fold in range(FOLDS):
+        split = split_baskets(baskets, fold)
+        fit_behaviour = _features_source(
+            BehaviourStats.build(split.features, catalog, max_basket_size=max_basket_size), use_behaviour, catalog)
+        groups, answers = label_groups(split.labels, row_of, max_basket_size, offset=len(positives))
+        fit_baskets += split.feature_baskets
+        label_baskets += split.label_baskets
+        if not groups.height:
+            continue
+        sources = groups["s"].unique().to_numpy().astype(np.int32)
+        pool, smoothed = build_pool(catalog, fit_behaviour, sources, llm_pairs=llm_pairs)
+        pairs = _masked(pair_features(pool, smoothed, catalog, fit_behaviour, llm=llm_features), masked)
+        parts.append(groups.select("g", "s", "valid").join(pairs, on="s")
+                     .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
+                     .with_columns(pl.col("label").fill_null(0.0)))
+        positives.update(zip(groups["g"].to_list(), groups["positives"].to_list(), strict=True))
+    train = pl.concat(parts) if parts else pl.DataFrame()
+    return train, positives, fit_baskets // FOLDS, label_baskets // FOLDS
+
+
 def _features_source(behaviour: BehaviourStats, use_behaviour: bool, catalog: CatalogView) -> BehaviourStats:
     return behaviour if use_behaviour else BehaviourStats.empty(catalog)
 
@@ -202,7 +215,7 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
                                            pl.col("query").drop_nulls().first(),
                                            pl.col("llm_model").drop_nulls().first())
     detail = detail.join(text, on=["s", "t"], how="left")
-    leaf_name = _leaf_names(catalog)
+    leaf_name = catalog.leaf_names
     out: list[Relation] = []
     for row in detail.iter_rows(named=True):
         count = int(row["raw_count"]) if row["raw_count"] is not None else (0 if full.baskets else None)
@@ -236,7 +249,3 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
                                   stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n])),
         ))
     return out
-
-
-def _leaf_names(catalog: CatalogView) -> Mapping[int, str]:
-    return catalog.leaf_names
