@@ -154,26 +154,35 @@ def test_reader_sees_old_or_new_version_never_a_mix(clean_neo4j: neo4j.Driver) -
     errors: list[BaseException] = []
     seen: list[str] = []
     publishing = threading.Event()
+    # Every reader loads once before the publish starts, so "v1" is seen however the threads are scheduled.
+    readers_started = threading.Barrier(4)
 
     def publish() -> None:
         try:
+            readers_started.wait(timeout=120)
             store.publish(p2, r2, m2)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
         finally:
             publishing.set()
 
+    def read_once() -> None:
+        graph = store.load()
+        version = graph.manifest.version_id
+        seen.append(version)
+        assert set(graph.edges["run_id"].unique()) == {version}
+        assert graph.nodes.height == graph.manifest.product_count
+        assert graph.edges.height == sum(graph.manifest.relation_counts.values())
+
     def read() -> None:
         try:
+            read_once()
+            readers_started.wait(timeout=120)
             while not publishing.is_set():
-                graph = store.load()
-                version = graph.manifest.version_id
-                seen.append(version)
-                assert set(graph.edges["run_id"].unique()) == {version}
-                assert graph.nodes.height == graph.manifest.product_count
-                assert graph.edges.height == sum(graph.manifest.relation_counts.values())
+                read_once()
         except BaseException as exc:
             errors.append(exc)
+            readers_started.abort()
 
     threads = [threading.Thread(target=publish)] + [threading.Thread(target=read) for _ in range(3)]
     for thread in threads:
