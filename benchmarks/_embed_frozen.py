@@ -1,4 +1,4 @@
-"""A frozen copy of distill/embed.py's forward pass as it was before the speed work (commit 64a7af8), so
+"""A frozen copy of distill/evidence/embed.py's forward pass as it was before the speed work (commit 64a7af8), so
 benchmarks/bench_embed.py can measure old and new in the same run and report how far the outputs moved.
 Not imported by the package; do not "fix" it: its value is being the old code."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from distill.embed import TextEncoder, model_dir
+from distill.evidence.embed import TextEncoder, model_dir
 
 F32 = npt.NDArray[np.float32]
 

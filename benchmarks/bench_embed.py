@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from distill.embed import TextEncoder, default_encoder
-from distill.ground import CatalogRetriever
+from distill.evidence.embed import TextEncoder, default_encoder
+from distill.evidence.retrieval import CatalogRetriever
 from graph_schema.models import Product
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def main() -> None:
     ours = time.perf_counter() - started
     print(f"numpy MiniLM-L6 encode, {encoder.blas_threads} BLAS thr {rate(len(texts), ours)}")
     if args.compare_threads:
-        from distill.embed import TextEncoder, model_dir
+        from distill.evidence.embed import TextEncoder, model_dir
 
         default_threads = TextEncoder(model_dir(), blas_threads=None)
         started = time.perf_counter()

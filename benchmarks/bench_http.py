@@ -149,7 +149,7 @@ def start_gunicorn(factory: str, workers: int, env: dict[str, str]) -> tuple[sub
 
 def publish_embedded(root: Path, n_products: int, n_relations: int) -> str:
     """A synthetic graph published to an EmbeddedStore the way distill publishes one."""
-    from distill.store.embedded import EmbeddedStore
+    from graph_store.embedded import EmbeddedStore
 
     products, relations, manifest = synthetic_graph(n_products, n_relations)
     store = EmbeddedStore(root)
@@ -324,7 +324,7 @@ def publish_to_neo4j(uri: str, user: str, password: str, n_products: int, n_rela
     import neo4j
 
     from benchmarks.synthetic import synthetic_columns
-    from distill.store.neo4j import Neo4jStore
+    from graph_store.neo4j import Neo4jStore
     from graph_schema.models import GraphVersion, Product, Provenance, Relation
 
     meta, nodes, edges = synthetic_columns(n_products, n_relations)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.cache import ResponseCache
-from distill.llm import LLMGateway
-from distill.prompts import ChatMessage, RenderedPrompt, data_block
+from distill.llm.cache import ResponseCache
+from distill.llm.gateway import LLMGateway
+from distill.llm.prompts import ChatMessage, RenderedPrompt, data_block
 from distill.settings import DistillSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

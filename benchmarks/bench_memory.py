@@ -59,7 +59,7 @@ def synthetic_catalog(largest: int, other_leaves: int, other_size: int, baskets:
 
     import polars as pl
 
-    from distill.catalog import InteractionReport, Interactions
+    from distill.ingest.catalog import InteractionReport, Interactions
     from graph_schema.models import Product
 
     rng = random.Random(seed)
@@ -95,8 +95,8 @@ def _rss_mb() -> float:
 
 def _distill(products: Any, interactions: Any, dim: int) -> dict[str, Any]:
     """The whole pipeline without a model; records the process's peak RSS as each stage ends."""
-    from distill import runs
-    from distill.pipeline import run_pipeline
+    from distill.run import state as runs
+    from distill.run.pipeline import run_pipeline
     from distill.settings import DistillSettings
 
     peaks: dict[str, float] = {}
@@ -124,8 +124,8 @@ def _generators(products: Any, interactions: Any, dim: int) -> dict[str, Any]:
     the behaviour view and embeddings the pipeline would give them."""
     import numpy as np
 
-    from distill import candidates as cand
-    from distill.pipeline import CATEGORY_FANOUT, CATEGORY_PER_CATEGORY, SUBSTITUTE_MIN_SIMILARITY
+    from distill.candidates import generators as cand
+    from distill.run.pipeline import CATEGORY_FANOUT, CATEGORY_PER_CATEGORY, SUBSTITUTE_MIN_SIMILARITY
 
     vectors = HashedBagEncoder(dim).encode([p.title for p in products])
     table = cand.EmbeddingTable(ids=tuple(p.id for p in products), vectors=np.ascontiguousarray(vectors))

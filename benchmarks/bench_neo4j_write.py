@@ -29,7 +29,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.store.neo4j import Neo4jStore, complements_query  # noqa: E402
+from graph_store.neo4j import Neo4jStore, complements_query  # noqa: E402
 from graph_schema.cypher import REL_TYPES, WIPE_BATCH  # noqa: E402
 from graph_schema.models import Evidence, GraphVersion, Product, Provenance, Relation, catalog_fingerprint  # noqa: E402
 from graph_schema.tables import product_row, relation_row  # noqa: E402

@@ -17,11 +17,11 @@ from typing import TypeVar
 import numpy as np
 import polars as pl
 
-from distill.rank.context import BehaviourStats, CatalogView
-from distill.rank.features import pair_features
-from distill.rank.model import fit_ranker
-from distill.rank.pool import build_pool
-from distill.rank.stage import SCORING_BLOCK, training_frame
+from distill.stages.rank.context import BehaviourStats, CatalogView
+from distill.stages.rank.features import pair_features
+from distill.stages.rank.model import fit_ranker
+from distill.stages.rank.pool import build_pool
+from distill.stages.rank.stage import SCORING_BLOCK, training_frame
 from graph_schema.models import Product
 
 T = TypeVar("T")

@@ -3,7 +3,7 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
 
     ShelfgraphError
     ├── CatalogError              the catalog cannot be read or has too many bad rows
-    │   └── TooManyRejected       (distill.catalog) carries the IngestReport with every row error
+    │   └── TooManyRejected       (distill.ingest.catalog) carries the IngestReport with every row error
     ├── ConfigError               a setting is missing or inconsistent
     ├── StoreError                a graph store failed to publish or read
     │   ├── VersionNotFound       the requested graph version does not exist
@@ -19,11 +19,12 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     │   └── BudgetExceeded        the run's money/token budget would be exceeded; state is resumable
     └── StageError                a pipeline stage cannot run (missing input of an earlier stage)
         └── QualityGateFailed     (nightly) the new version is clearly worse than the current one
+
+ShelfgraphError and the StoreError branch are defined in `graph_schema.errors` (the stores and the server
+raise them without importing distill) and re-exported here.
 """
 
-
-class ShelfgraphError(Exception):
-    """Base of every error shelfgraph raises on purpose."""
+from graph_schema.errors import PublisherBusy, ShelfgraphError, StoreError, VersionNotFound
 
 
 class CatalogError(ShelfgraphError):
@@ -31,18 +32,6 @@ class CatalogError(ShelfgraphError):
 
 
 class ConfigError(ShelfgraphError):
-    pass
-
-
-class StoreError(ShelfgraphError):
-    pass
-
-
-class PublisherBusy(StoreError):
-    """Another live publisher is writing to the same store; nothing was written (try again later)."""
-
-
-class VersionNotFound(StoreError):
     pass
 
 
@@ -88,3 +77,10 @@ class StageError(ShelfgraphError):
 
 class QualityGateFailed(StageError):
     """The nightly gate refused a version: it scored clearly worse than the current one on the label fold."""
+
+
+__all__ = [
+    "BudgetExceeded", "CatalogError", "ConfigError", "FormatRejected", "LLMError", "ModelUnavailable",
+    "PromptRefused", "PublisherBusy", "QualityGateFailed", "RateLimited", "ShelfgraphError", "StageError",
+    "StoreError", "TerminalLLMError", "TransientLLMError", "VersionNotFound",
+]

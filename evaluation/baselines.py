@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import polars as pl
 
-from distill.behaviour import CoPurchase
+from distill.evidence.behaviour import CoPurchase
 from graph_schema.models import Product
 
 if TYPE_CHECKING:
-    from distill.ground import CatalogRetriever
+    from distill.evidence.retrieval import CatalogRetriever
 
 BaselineName = Literal["popularity", "category_popularity", "cooccurrence", "text_similarity"]
 BASELINE_NAMES: Final[tuple[BaselineName, ...]] = (

@@ -14,8 +14,8 @@ from typing import Final, Literal
 
 import polars as pl
 
-from distill.catalog import InteractionReport, Interactions
-from distill.datasets import AmazonData, BundleRecData, LoadedDataset
+from distill.ingest.catalog import InteractionReport, Interactions
+from distill.ingest.datasets import AmazonData, BundleRecData, LoadedDataset
 from evaluation import EvaluationError
 from evaluation.split import TEST_SHARE, Split, partition, split_ids
 from graph_schema.models import Product

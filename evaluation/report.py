@@ -20,13 +20,14 @@ import numpy as np
 
 from evaluation.groundtruth import EVAL_KINDS, EvalKind
 from evaluation.metrics import RankingMetrics
+from evaluation.results import kind_title
 from evaluation.split import unit_hash
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from distill.store.base import PublishedGraph
-    from evaluation.run import EvalResult, QueryRecord
+    from graph_schema.store import PublishedGraph
+    from evaluation.results import EvalResult, QueryRecord
 
 MIN_CATEGORY_QUERIES: Final[int] = 20
 """A category gets its own row in the per-category view only with at least this many queries."""
@@ -114,8 +115,6 @@ def _metric_table(result: EvalResult, kind: EvalKind) -> str:
     k = result.meta.k
     rows = [(label, cls, metrics.get(kind)) for label, cls, metrics in _systems(result)]
     scored = [(label, cls, m) for label, cls, m in rows if m is not None and m.queries > 0]
-    from evaluation.run import kind_title
-
     title = f"<h3>{escape(kind_title(result.meta.dataset, kind))}: {result.meta.queries.get(kind, 0):,} queries</h3>"
     if not scored:
         return title + "<p class='muted'>No ground truth of this kind in this dataset.</p>"

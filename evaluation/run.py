@@ -5,15 +5,12 @@ baselines, optionally with each evidence source switched off. Never shows held-o
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from distill.settings import DistillSettings
 from evaluation import EvaluationError
@@ -36,199 +33,22 @@ from evaluation.metrics import (
     reason_quality,
     score_rankings,
 )
-from graph_schema.models import GraphVersion, Product, RankerSummary, Relation, catalog_fingerprint
+from evaluation.results import EvalMeta, EvalResult, QueryRecord, VariantResult
+from graph_schema.models import GraphVersion, Product, Relation, catalog_fingerprint
 from graph_schema.tables import edges_frame, nodes_frame
 
 if TYPE_CHECKING:
-    from distill.ground import CatalogRetriever
-    from distill.llm import LLMGateway
-    from distill.store.base import PublishedGraph
+    from distill.evidence.retrieval import CatalogRetriever
+    from distill.llm.gateway import LLMGateway
+    from graph_schema.store import PublishedGraph
     from serve.index import GraphIndex
 
 DatasetKind = Literal["bundlerec", "amazon2018", "baskets"]
 VariantName = Literal["full", "no_behaviour", "no_text_similarity", "no_learned_ranker", "no_llm"]
 RunPipeline = Callable[..., Any]
-"""`distill.pipeline.run_pipeline` or a wrapper with its signature (tests wrap it to watch its input)."""
+"""`distill.run.pipeline.run_pipeline` or a wrapper with its signature (tests wrap it to watch its input)."""
 
 
-class QueryRecord(BaseModel):
-    """One scored query of the full graph, kept for the report's per-category view (not in the JSON)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: EvalKind
-    product_id: str
-    group: str
-    hit: float
-    recall: float
-    ndcg: float
-    answered: bool
-    served_from: str
-    category: tuple[str, ...]
-    relevant: tuple[str, ...]
-
-
-class VariantResult(BaseModel):
-    """The metrics of one distilled graph (the full one, or one with an evidence source off)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    metrics: dict[EvalKind, RankingMetrics]
-    reason_quality: ReasonQuality
-    relation_counts: dict[str, int]
-    outside_catalog_share: float
-    served_from: dict[str, int] = Field(default_factory=dict)
-    """How the served complement lists were produced over the `any` queries (direct, via_substitutes, ...)."""
-    run_id: str
-    distill_seconds: float
-    settings: dict[str, bool]
-    ranker: RankerSummary | None = None
-    """How the complements were ordered: the learned model's validation figures, or why an ordering replaced it."""
-
-
-class EvalMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    path: str
-    seed: int
-    k: int
-    unit: str
-    split: dict[str, int]
-    queries: dict[EvalKind, int]
-    catalog_products: int
-    model: str | None
-    wall_seconds: dict[str, float]
-    notes: list[str] = Field(default_factory=list)
-
-
-class EvalResult(BaseModel):
-    """Everything `shelfgraph eval` reports. `to_json()` has a stable shape; `graph` (the full variant's
-    published graph) is kept for the HTML report but never serialized."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    graph: VariantResult
-    baselines: dict[str, dict[EvalKind, RankingMetrics]]
-    ablations: dict[str, VariantResult] = Field(default_factory=dict)
-    meta: EvalMeta
-    per_query: list[QueryRecord] = Field(default_factory=list, exclude=True)
-    _published: PublishedGraph | None = PrivateAttr(default=None)
-
-    @property
-    def published(self) -> PublishedGraph | None:
-        return self._published
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {kind: _metric_dict(self.graph.metrics[kind]) for kind in EVAL_KINDS}
-        out["reason_quality"] = self.graph.reason_quality.as_dict()
-        out["graph"] = _graph_dict(self.graph)
-        out["baselines"] = {
-            name: {kind: _metric_dict(m) for kind, m in metrics.items()} for name, metrics in self.baselines.items()
-        }
-        out["ablations"] = {
-            name: {**{kind: _metric_dict(v.metrics[kind]) for kind in EVAL_KINDS},
-                   "reason_quality": v.reason_quality.as_dict(), "graph": _graph_dict(v)}
-            for name, v in self.ablations.items()
-        }
-        out["meta"] = self.meta.model_dump(mode="json")
-        return out
-
-    def to_table(self) -> str:
-        """One table per kind (systems as rows), then the graph's own facts and the wall times."""
-        from rich.console import Console
-        from rich.table import Table
-
-        k = self.meta.k
-        # Recorded into a buffer, not printed: the caller decides where the text goes.
-        console = Console(file=io.StringIO(), record=True, width=80, force_terminal=False, color_system=None)
-        console.print(f"shelfgraph eval: {self.meta.dataset} at {self.meta.path} (seed {self.meta.seed}, "
-                      f"{self.meta.unit} split 80/20, top {k})", markup=False)
-        graphs: list[tuple[str, dict[EvalKind, RankingMetrics]]] = [("graph (served)", self.graph.metrics)]
-        graphs += [(f"graph w/o {name.removeprefix('no_').replace('_', ' ')}", v.metrics)
-                   for name, v in self.ablations.items()]
-        bases = [(f"base: {name.replace('_', ' ')}", m) for name, m in self.baselines.items()]
-        for kind in EVAL_KINDS:
-            table = Table(title=f"{kind_title(self.meta.dataset, kind)}: {self.meta.queries.get(kind, 0)} queries",
-                          title_justify="left")
-            table.add_column("system")
-            for name in (f"hit@{k}", f"ndcg@{k}", f"rec@{k}", "unans.", "cat.cov"):
-                table.add_column(name, justify="right")
-            for group in (graphs, bases):
-                for label, metrics in group:
-                    m = metrics.get(kind)
-                    if m is None or m.queries == 0:
-                        table.add_row(label, *(["-"] * 5))
-                    else:
-                        table.add_row(label, f"{m.hit:.3f}", f"{m.ndcg:.3f}", f"{m.recall:.3f}",
-                                      f"{m.unanswered:.1%}", f"{m.catalog_coverage:.1%}")
-                table.add_section()
-            console.print(table)
-        console.print("rec = recall; unans. = share of queries answered with nothing (scored as misses); "
-                      "cat.cov = share of the catalog shown in some top-k list", markup=False)
-        g = self.graph
-        rq = g.reason_quality
-        console.print(
-            f"graph: {g.relation_counts.get('complement', 0)} complement and "
-            f"{g.relation_counts.get('substitute', 0)} substitute relations; outside the catalog: "
-            f"{g.outside_catalog_share:.1%}; complement lists served from: {dict(g.served_from)}", markup=False
-        )
-        if g.ranker is not None:
-            r = g.ranker
-            console.print(f"complement ranker: {r.reason}", markup=False)
-            if r.validation:
-                console.print("  held-back label groups (hit@10 / ndcg@10): " + "; ".join(
-                    f"{name} {m['hit']:.3f}/{m['ndcg']:.3f}" for name, m in r.validation.items()), markup=False)
-            if r.importances:
-                console.print("  top features (gain share): " + ", ".join(
-                    f"{name} {share:.2f}" for name, share in list(r.importances.items())[:8]), markup=False)
-            if r.candidates:
-                console.print("  candidates added/served per source: " + ", ".join(
-                    f"{name} {c['added']}/{c['kept']}" for name, c in r.candidates.items() if c["added"]), markup=False)
-        console.print("reasons sharing a content word with the bundle intent: "
-                      + (f"{rq.share:.1%} of {rq.hits} hits" if rq.share is not None else "n/a (no intents)"), markup=False)
-        console.print("wall seconds: " + ", ".join(f"{name} {s:.1f}" for name, s in self.meta.wall_seconds.items()),
-                      markup=False)
-        for note in self.meta.notes:
-            console.print(f"note: {note}", markup=False)
-        return console.export_text()
-
-
-KIND_TITLES: dict[str, dict[EvalKind, str]] = {
-    "bundlerec": {
-        "any": "any partner (protocol: served complements vs all other items of the held-out bundle)",
-        "complement": "complement (served complements vs bundle items of another leaf category)",
-        "substitute": "substitute (served substitutes vs bundle items of the same leaf category)",
-    },
-    "amazon2018": {
-        "any": "any (served complements vs also_buy + also_view of the held-out product)",
-        "complement": "complement (served complements vs also_buy of the held-out product)",
-        "substitute": "substitute (served substitutes vs also_view of the held-out product)",
-    },
-}
-BASKET_TITLES: dict[EvalKind, str] = {
-    "any": "any (served complements vs the rest of the held-out basket)",
-    "complement": "complement (served complements vs the rest of the held-out basket)",
-    "substitute": "substitute (no substitute signal in basket data)",
-}
-
-
-def kind_title(dataset: str, kind: EvalKind) -> str:
-    return KIND_TITLES.get(dataset, BASKET_TITLES)[kind]
-
-
-def _metric_dict(m: RankingMetrics) -> Mapping[str, float | int | None]:
-    if m.queries == 0:
-        # No ground truth of this kind (e.g. substitutes in basket data): null, never a fake 0.
-        return {key: (0 if key == "queries" else None) for key in m.as_dict()}
-    return dict(m.as_dict())
-
-
-def _graph_dict(v: VariantResult) -> dict[str, Any]:
-    return {"relations": v.relation_counts, "outside_catalog_share": v.outside_catalog_share,
-            "served_from": v.served_from, "run_id": v.run_id, "distill_seconds": round(v.distill_seconds, 3),
-            "settings": v.settings,
-            "ranker": v.ranker.model_dump(mode="json", exclude={"candidates"}) if v.ranker is not None else None}
 
 
 # ============================================================================================ loading
@@ -239,7 +59,7 @@ def load_eval_data(
 ) -> EvalData:
     """Read a dataset and split it (see evaluation.groundtruth for the ground truth of each layout).
     `max_rejected`: the ingest threshold (settings.max_rejected_rows), a share (<1) or a count."""
-    from distill import datasets
+    from distill.ingest import datasets
 
     folder = Path(path)
     opts: dict[str, Any] = {"progress": progress, "max_rejected": max_rejected}
@@ -262,7 +82,7 @@ def load_eval_data(
 
 def published_graph(products: Sequence[Product], relations: Sequence[Relation], version_id: str) -> PublishedGraph:
     """An in-memory published version (what a store's `load()` returns), without writing a store."""
-    from distill.store.base import PublishedGraph
+    from graph_schema.store import PublishedGraph
 
     counts = Counter(r.kind for r in relations)
     manifest = GraphVersion(
@@ -400,7 +220,7 @@ def evaluate(
     if sample is not None and sample < 1:
         raise EvaluationError(f"sample must be >= 1, got {sample}")
     if run_pipeline is None:
-        from distill.pipeline import run_pipeline as real_pipeline
+        from distill.run.pipeline import run_pipeline as real_pipeline
 
         run_pipeline = real_pipeline
     started = time.perf_counter()
@@ -511,7 +331,7 @@ def _distil(
     variant: str, seed: int, progress: bool, *, only: set[str] | None = None, export_batch: Path | None = None,
     import_batch: Path | None = None,
 ) -> tuple[Any, PublishedGraph, float]:
-    from distill.runs import new_run_id
+    from distill.run.state import new_run_id
 
     batch = export_batch is not None or import_batch is not None
     # A batch cycle resumes one run folder per (dataset, seed, variant, sample) instead of starting anew.
@@ -544,9 +364,9 @@ def _distil(
 def _default_retriever(products: Sequence[Product], settings: DistillSettings, progress: bool) -> CatalogRetriever:
     """The text baseline's retriever over the raw catalog text. It reads the pipeline's embedding cache
     (data_dir/embeddings), so the catalog is embedded once per evaluation, not once per system."""
-    from distill.embed import default_encoder
-    from distill.ground import CatalogRetriever
-    from distill.runs import CachedEncoder
+    from distill.evidence.embed import default_encoder
+    from distill.evidence.retrieval import CatalogRetriever
+    from distill.run.state import CachedEncoder
 
     encoder = CachedEncoder(default_encoder(), settings.data_dir / "embeddings")  # the pipeline's cache folder
     return CatalogRetriever.build(list(products), encoder, progress=progress)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The recommendation server: a Flask app factory over an immutable in-memory `GraphIndex`.
 
 `create_app` builds (or is handed) the index once at start-up and keeps it on the app; requests never
-reach a store or a model. This package never loads the LLM client library (nor distill.llm).
+reach a store or a model. This package never loads the LLM client library (nor distill.llm.gateway).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from distill.store.base import PublishedGraph
+from graph_schema.store import PublishedGraph
 
 log = logging.getLogger(__name__)
 

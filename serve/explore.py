@@ -22,14 +22,12 @@ from flask import Blueprint, Response, request
 from serve.api import json_response, state
 from serve.errors import ApiError
 from serve.index import GraphIndex
+from serve.limits import DEFAULT_SEARCH_K, MAX_QUERY, MAX_SEARCH_K
 
 bp = Blueprint("explore", __name__)
 
 PAGE: Final = Path(__file__).with_name("static") / "explore.html"
 SEARCH_PARAMS: Final = frozenset({"q", "k"})
-MAX_QUERY: Final = 200
-DEFAULT_SEARCH_K: Final = 10
-MAX_SEARCH_K: Final = 50
 _INTEGER = re.compile(r"\s*[+-]?[0-9]{1,9}\s*")
 Match = Literal["id", "id_prefix", "title_prefix", "title"]
 _MATCHES: Final[tuple[Match, ...]] = ("id", "id_prefix", "title_prefix", "title")

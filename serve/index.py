@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from distill.store.base import PublishedGraph
+from graph_schema.store import PublishedGraph
 from graph_schema.kinds import RelationKind
 from serve.build import (
     F32,

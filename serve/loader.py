@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from distill.store.base import GraphStore, PublishedGraph
+from graph_schema.store import GraphStore, PublishedGraph
 from serve.errors import SourceUnavailable
 from serve import mapped
 from serve.index import GraphIndex
@@ -55,14 +55,14 @@ class StoreSource:
 
 class EmbeddedSource(StoreSource):
     def __init__(self, root: Path) -> None:
-        from distill.store.embedded import EmbeddedStore  # written beside this module; import when used
+        from graph_store.embedded import EmbeddedStore  # written beside this module; import when used
 
         super().__init__(EmbeddedStore(Path(root)))
 
 
 class Neo4jSource(StoreSource):
     def __init__(self, driver: Driver, **store_kwargs: Any) -> None:
-        from distill.store.neo4j import Neo4jStore
+        from graph_store.neo4j import Neo4jStore
 
         super().__init__(Neo4jStore(driver, **store_kwargs))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve.limits import DEFAULT_SEARCH_K, MAX_QUERY, MAX_SEARCH_K
 from serve.settings import ServeSettings
 
 JSON = "application/json"
@@ -259,8 +260,6 @@ _COMMON = {
 
 
 def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
-    from serve.explore import DEFAULT_SEARCH_K, MAX_QUERY, MAX_SEARCH_K  # explore imports api imports this
-
     lookup_responses = {
         "200": _json_response("ranked neighbours", _ref("NeighbourList")),
         "400": _error("invalid query parameter, or a product id longer than 256 characters"),

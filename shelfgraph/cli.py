@@ -20,7 +20,7 @@ from rich.table import Table
 from distill.errors import ShelfgraphError
 
 if TYPE_CHECKING:
-    from distill.catalog import Catalog, ColumnMapping, Interactions
+    from distill.ingest.catalog import Catalog, ColumnMapping, Interactions
     from distill.settings import DistillSettings
     from shelfgraph.config import ProjectConfig
 
@@ -142,8 +142,8 @@ def _load_inputs(
     columns: str | None = None,
     fmt: str | None = None,
 ) -> tuple[Catalog, Interactions | None]:
-    from distill.catalog import read_catalog, read_interactions
-    from distill.datasets import load_dataset
+    from distill.ingest.catalog import read_catalog, read_interactions
+    from distill.ingest.datasets import load_dataset
     from distill.errors import ConfigError
 
     if dataset == "catalog":
@@ -190,7 +190,7 @@ def _store_target(settings: DistillSettings) -> str:
 
 def _print_columns(catalog: Catalog) -> None:
     """Which source column feeds which field, what is kept as raw attributes, and what nothing fed."""
-    from distill.catalog import ColumnMapping
+    from distill.ingest.catalog import ColumnMapping
 
     report = catalog.report
     mapping = report.mapping
@@ -289,7 +289,7 @@ def distill(
     Example: shelfgraph distill shelfgraph/sample/catalog.csv --orders shelfgraph/sample/orders.csv --publish
     Example: SHELFGRAPH_LLM_MODEL=openai/gpt-4o-mini shelfgraph distill catalog.csv --export-batch batch.jsonl
     """
-    from distill import pipeline
+    from distill.run import batch, pipeline
 
     settings = _settings(data_dir, store=to, max_rejected_rows=max_rejected)
     target = _run(lambda: _store_target(settings)) if publish else None
@@ -297,10 +297,10 @@ def distill(
         lambda: _load_inputs(dataset, path, orders, settings.max_rejected_rows, columns=columns, fmt=fmt))
     products = list(catalog.products)
     if import_batch is not None:
-        imported = _run(lambda: pipeline.import_batch(import_batch, products, interactions, settings))
+        imported = _run(lambda: batch.import_batch(import_batch, products, interactions, settings))
         out.print(f"imported batch results: {imported}")
     if export_batch is not None:
-        count = _run(lambda: pipeline.export_batch(products, interactions, settings, export_batch))
+        count = _run(lambda: batch.export_batch(products, interactions, settings, export_batch))
         out.print(f"wrote {count} pending requests to {export_batch}; run them, then --import-batch the output")
         return
     gateway = _run(lambda: pipeline.make_gateway(settings))
@@ -312,7 +312,7 @@ def distill(
     _print_report(result.report)
     out.print(f"run [bold]{result.run_id}[/]: {len(result.relations)} relations, outputs in {result.run_dir}")
     if publish:
-        from distill.store import open_store
+        from graph_store import open_store
 
         out.print(f"publishing to {target}", markup=False, highlight=False)
         store = _run(lambda: open_store(settings))
@@ -330,8 +330,8 @@ def publish_cmd(
 
     Example: shelfgraph publish 20261123T120000-ab12 --to neo4j
     """
-    from distill import pipeline
-    from distill.store import open_store
+    from distill.run import pipeline
+    from graph_store import open_store
 
     settings = _settings(data_dir, store=to)
     target = _run(lambda: _store_target(settings))
@@ -357,9 +357,9 @@ def nightly(
 
     Example (crontab): 15 2 * * * cd /srv/shop && shelfgraph nightly catalog.parquet --orders orders.parquet
     """
-    from distill import pipeline
-    from distill.nightly import nightly as run_nightly
-    from distill.store import open_store
+    from distill.run import pipeline
+    from distill.run.nightly import nightly as run_nightly
+    from graph_store import open_store
 
     settings = _settings(data_dir, store=to)
     target = _run(lambda: _store_target(settings))
@@ -432,7 +432,7 @@ def eval_cmd(
     Example (a real LLM for 200 query products, answered through a provider batch API):
       shelfgraph eval --sample 200 --export-batch in.jsonl   ...answer...   --import-batch out.jsonl
     """
-    from distill import pipeline
+    from distill.run import pipeline
     from evaluation.run import BatchPending, EvalResult, evaluate
 
     settings = _settings(data_dir, max_rejected_rows=max_rejected)
@@ -476,7 +476,7 @@ def inspect(
 
     Example: shelfgraph inspect SKU-10001
     """
-    from distill.store import open_store
+    from graph_store import open_store
 
     settings = _settings(data_dir)
     store = _run(lambda: open_store(settings))
@@ -530,7 +530,7 @@ def versions(
 
     Example: shelfgraph versions
     """
-    from distill.store import open_store
+    from graph_store import open_store
 
     settings = _settings(data_dir, store=to)
     store = _run(lambda: open_store(settings))
@@ -563,8 +563,8 @@ def export_graphml_cmd(
 
     Example: shelfgraph export-graphml graph.graphml
     """
-    from distill.store import open_store
-    from distill.store.embedded import export_graphml
+    from graph_store import open_store
+    from graph_store.embedded import export_graphml
 
     graph = _run(lambda: open_store(_settings(data_dir)).load(version))
     out.print(f"wrote {export_graphml(graph, target)}")
@@ -608,8 +608,8 @@ def demo(
     Example: shelfgraph demo            (then open the printed curl in another terminal)
     Example: shelfgraph demo --no-serve && shelfgraph inspect SKU-10001
     """
-    from distill import pipeline
-    from distill.store import open_store
+    from distill.run import pipeline
+    from graph_store import open_store
 
     host = "127.0.0.1"
     if serve_after:

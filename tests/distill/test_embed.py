@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from distill import embed
-from distill.embed import TextEncoder, default_encoder, gelu, layer_norm
+from distill.evidence import embed
+from distill.evidence.embed import TextEncoder, default_encoder, gelu, layer_norm
 from distill.errors import ConfigError
 
 # Published sentence-transformers output for all-MiniLM-L6-v2 (first 6 of 384 dims), as used by an R port's

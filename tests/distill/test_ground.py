@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from distill.embed import TextEncoder, default_encoder
+from distill.evidence.embed import TextEncoder, default_encoder
 from distill.errors import CatalogError
-from distill.ground import CatalogRetriever, Hit, _light_stem, document_text
+from distill.evidence.retrieval import CatalogRetriever, Hit, _light_stem, document_text
 from graph_schema.models import Product
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from distill.cache import ResponseCache, cache_key
+from distill.llm.cache import ResponseCache, cache_key
 from distill.errors import BudgetExceeded, ConfigError, ModelUnavailable, TerminalLLMError
-from distill.answers import extract_json, parse_answer
-from distill.llm import LLMGateway
-from distill.prompts import ChatMessage, RenderedPrompt, data_block
+from distill.llm.answers import extract_json, parse_answer
+from distill.llm.gateway import LLMGateway
+from distill.llm.prompts import ChatMessage, RenderedPrompt, data_block
 from distill.settings import DistillSettings
 from tests.fakes.openai_server import Failure, FakeOpenAIServer, first_user_content
 
@@ -406,8 +406,8 @@ def test_token_budget_also_stops(server: FakeOpenAIServer, tmp_path: Path) -> No
 _CHILD = """
 import sys
 from pathlib import Path
-from distill.cache import ResponseCache
-from distill.llm import LLMGateway
+from distill.llm.cache import ResponseCache
+from distill.llm.gateway import LLMGateway
 from distill.settings import DistillSettings
 from tests.distill.test_llm import make_prompt
 settings = DistillSettings(llm_model="openai/fake-model", llm_api_base=sys.argv[1], llm_api_key="test",
@@ -499,10 +499,10 @@ def test_import_does_not_make_network_calls_or_hang() -> None:
         "import socket\n"
         "def refuse(*a, **k): raise RuntimeError('outbound connection attempted')\n"
         "socket.socket.connect = refuse\nsocket.create_connection = refuse\n"
-        "import distill.llm as llm\n"
+        "import distill.llm.gateway as llm\n"
         "llm._litellm()\n"
         "from distill.settings import DistillSettings\n"
-        "from distill.cache import ResponseCache\n"
+        "from distill.llm.cache import ResponseCache\n"
         "import tempfile, pathlib\n"
         "d = pathlib.Path(tempfile.mkdtemp())\n"
         "g = llm.LLMGateway(DistillSettings(llm_model='openai/gpt-4o-mini', data_dir=d), ResponseCache(d / 'c.sqlite'))\n"

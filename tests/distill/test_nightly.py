@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from distill.nightly import nightly
+from distill.run.nightly import nightly
 from distill.settings import DistillSettings
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from graph_schema.models import Product
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder, sample_subset

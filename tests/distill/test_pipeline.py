@@ -11,21 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from distill.catalog import Interactions
+from distill.ingest.catalog import Interactions
 from distill.errors import BudgetExceeded, StageError
-from distill.prompts import PROMPT_VERSIONS
-from distill.pipeline import (
+from distill.llm.prompts import PROMPT_VERSIONS
+from distill.run.batch import export_batch, import_batch
+from distill.run.pipeline import (
     DistillResult,
-    export_batch,
-    import_batch,
     load_result,
     make_gateway,
     publish,
     run_pipeline,
 )
-from distill.scoring import combine, template_reasons
+from distill.stages.scoring import combine, template_reasons
 from distill.settings import DistillSettings
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from graph_schema.models import Evidence, GraphVersion, Product
 from tests.fakes.openai_server import Failure, FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder, make_responder, sample_subset
@@ -134,8 +133,8 @@ def test_evidence_switches_ablate_sources(tmp_path: Path, catalog) -> None:
 
 
 def test_importing_the_pipeline_does_not_import_litellm() -> None:
-    code = ("import sys; import distill.pipeline, distill.nightly; "
-            "assert 'litellm' not in sys.modules and 'distill.llm' not in sys.modules, 'eager import'")
+    code = ("import sys; import distill.run.pipeline, distill.run.nightly; "
+            "assert 'litellm' not in sys.modules and 'distill.llm.gateway' not in sys.modules, 'eager import'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert make_gateway(DistillSettings()) is None

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from distill.prune import (
+from distill.stages.prune import (
     PRUNE_STAGE,
     find_near_duplicates,
     near_duplicate_groups,
@@ -169,8 +169,8 @@ def test_embedding_near_duplicates_need_same_leaf_and_brand() -> None:
 
 
 def test_near_duplicates_with_a_real_retriever() -> None:
-    from distill.embed import default_encoder
-    from distill.ground import CatalogRetriever
+    from distill.evidence.embed import default_encoder
+    from distill.evidence.retrieval import CatalogRetriever
 
     products = list(PRODUCTS.values()) + [_p("case-3", "Silicone Case for Novaphone N12 (Black)")]
     retriever = CatalogRetriever.build(products, default_encoder())

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.catalog import InteractionReport, Interactions
-from distill.pipeline import run_pipeline
-from distill.runs import RunInfo, interactions_fingerprint, stale_stages
+from distill.ingest.catalog import InteractionReport, Interactions
+from distill.run.pipeline import run_pipeline
+from distill.run.state import RunInfo, interactions_fingerprint, stale_stages
 from distill.settings import DistillSettings
 from graph_schema.models import Product
 from tests.fakes.responders import HashingEncoder, sample_subset

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from distill.datasets import load_amazon2018, load_bundlerec, load_groceries
-from distill.ground import CatalogRetriever
+from distill.ingest.datasets import load_amazon2018, load_bundlerec, load_groceries
+from distill.evidence.retrieval import CatalogRetriever
 from distill.settings import DistillSettings
 from evaluation import EvaluationError
 from evaluation.groundtruth import EVAL_KINDS, amazon_eval_data, basket_eval_data
@@ -203,7 +203,7 @@ def test_sampled_evaluation_with_a_batch_cycle_asks_the_model_only_about_the_sam
 ) -> None:
     import json
 
-    from distill.pipeline import make_gateway
+    from distill.run.pipeline import make_gateway
     from evaluation.run import BatchPending
     from tests.fakes.openai_server import FakeOpenAIServer
     from tests.fakes.responders import catalog_responder

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.catalog import Interactions
-from distill.datasets import load_bundlerec
-from distill.ground import CatalogRetriever
-from distill.pipeline import run_pipeline
+from distill.ingest.catalog import Interactions
+from distill.ingest.datasets import load_bundlerec
+from distill.evidence.retrieval import CatalogRetriever
+from distill.run.pipeline import run_pipeline
 from distill.settings import DistillSettings
 from evaluation.groundtruth import bundlerec_eval_data
 from evaluation.run import evaluate

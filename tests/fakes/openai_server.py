@@ -1,5 +1,5 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions API, with programmable answers,
-latency and injected failures. Test double for distill.llm (driven through the real litellm client);
+latency and injected failures. Test double for distill.llm.gateway (driven through the real litellm client);
 it never talks to the network and keeps everything it received for assertions.
 
 Standalone: `python -m tests.fakes.openai_server --port 8765 --latency 0.3`.

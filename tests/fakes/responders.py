@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from distill.prompts import parse_data_block
+from distill.llm.prompts import parse_data_block
 from tests.fakes.openai_server import first_user_content
 
 Responder = Callable[[dict[str, Any]], str]
@@ -179,7 +179,7 @@ compromised_responder: Responder = make_responder(compromised=True)
 
 
 class HashingEncoder:
-    """A fast deterministic stand-in for distill.embed.TextEncoder: L2-normalized hashed bag of words.
+    """A fast deterministic stand-in for distill.evidence.embed.TextEncoder: L2-normalized hashed bag of words.
     Keeps pipeline tests to seconds; the real MiniLM encoder has its own tests."""
 
     model_name = "hashing-bow-256"
@@ -207,7 +207,7 @@ def sample_subset(top_categories: tuple[str, ...], limit: int | None = None) -> 
 
     import polars as pl
 
-    from distill.catalog import read_catalog, read_interactions
+    from distill.ingest.catalog import read_catalog, read_interactions
 
     sample = Path(__file__).resolve().parents[2] / "shelfgraph" / "sample"
     catalog = read_catalog(sample / "catalog.csv")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.datasets import load_bundlerec
-from distill.pipeline import publish, run_pipeline
+from distill.ingest.datasets import load_bundlerec
+from distill.run.pipeline import publish, run_pipeline
 from distill.settings import DistillSettings
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder
 

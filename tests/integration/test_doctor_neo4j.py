@@ -9,7 +9,7 @@ import neo4j
 import pytest
 
 from distill.settings import DistillSettings
-from distill.store.neo4j import Neo4jStore
+from graph_store.neo4j import Neo4jStore
 from shelfgraph.doctor import check_neo4j, expected_constraints
 
 pytestmark = pytest.mark.neo4j

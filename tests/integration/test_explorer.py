@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from serve.loader import EmbeddedSource
 from serve.server import run_dev
 from serve.settings import ServeSettings

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from distill.errors import PublisherBusy, StoreError, VersionNotFound
 from distill.settings import DistillSettings
-from distill.store.base import GraphStore
-from distill.store.neo4j import Neo4jStore, Publisher, complements_query
+from graph_schema.store import GraphStore
+from graph_store.neo4j import Neo4jStore, Publisher, complements_query
 from graph_schema.models import Evidence, GraphVersion, Product, Provenance, Relation, catalog_fingerprint
 
 pytestmark = pytest.mark.neo4j
@@ -263,7 +263,7 @@ _KILLED_PUBLISHER = textwrap.dedent(
     import os, sys
     sys.path.insert(0, sys.argv[1])
     import neo4j
-    from distill.store.neo4j import Neo4jStore
+    from graph_store.neo4j import Neo4jStore
     from tests.integration.test_neo4j_store import make_graph
     driver = neo4j.GraphDatabase.driver(os.environ["T_URI"], auth=(os.environ["T_USER"], os.environ["T_PASSWORD"]))
     products, relations, manifest = make_graph("v2", n_products=2000, fanout=3)
@@ -432,7 +432,7 @@ _SLOW_PUBLISHER = textwrap.dedent(
     import os, sys
     sys.path.insert(0, sys.argv[1])
     import neo4j
-    from distill.store.neo4j import Neo4jStore
+    from graph_store.neo4j import Neo4jStore
     from tests.integration.test_neo4j_store import make_graph
     driver = neo4j.GraphDatabase.driver(os.environ["T_URI"], auth=(os.environ["T_USER"], os.environ["T_PASSWORD"]))
     products, relations, manifest = make_graph(sys.argv[2], n_products=3000, fanout=3)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from graph_schema.models import GraphVersion
 from serve.loader import EmbeddedSource
 from serve.server import run_dev
@@ -215,7 +215,7 @@ def test_dev_server_over_http(store: EmbeddedStore) -> None:
 
 @pytest.mark.neo4j
 def test_dev_server_reads_a_graph_published_to_neo4j(clean_neo4j: Any) -> None:
-    from distill.store.neo4j import Neo4jStore
+    from graph_store.neo4j import Neo4jStore
     from serve.loader import Neo4jSource
 
     publish_to = Neo4jStore(clean_neo4j)

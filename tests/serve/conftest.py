@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from distill.store.base import PublishedGraph
+from graph_schema.store import PublishedGraph
 from graph_schema.kinds import RelationKind
 from graph_schema.models import GraphVersion, Product, Provenance, Relation
 from graph_schema.tables import edges_frame, nodes_frame

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.store.base import PublishedGraph
+from graph_schema.store import PublishedGraph
 from graph_schema.models import Product, Relation
 from serve.build import SCORE_LEVELS
 from serve.index import SUBSTITUTE_FANOUT, GraphIndex

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.store.base import PublishedGraph
+from graph_schema.store import PublishedGraph
 from serve import create_app
 from serve.errors import SourceUnavailable
 from serve.loader import GraphSource, IndexHolder
@@ -205,8 +205,8 @@ def test_poller_picks_up_a_new_version() -> None:
 def test_serve_never_imports_litellm() -> None:
     code = (
         "import sys, serve, serve.api, serve.loader, serve.server, serve.index, serve.metrics\n"
-        "try:\n    import distill.store.embedded, distill.store.neo4j\nexcept ImportError:\n    pass\n"
-        "bad = sorted(m for m in sys.modules if m.startswith('litellm') or m == 'distill.llm')\n"
+        "try:\n    import graph_store.embedded, graph_store.neo4j\nexcept ImportError:\n    pass\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('litellm') or m == 'distill.llm.gateway')\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)

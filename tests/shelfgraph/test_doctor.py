@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distill.settings import DistillSettings
-from distill.store.embedded import EmbeddedStore
+from graph_store.embedded import EmbeddedStore
 from graph_schema.models import GraphVersion
 from shelfgraph.cli import app
 from shelfgraph.doctor import check_llm, check_neo4j

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from distill.errors import QualityGateFailed
-from distill.rank import stage as stage_module
-from distill.rank.context import BehaviourStats, CatalogView
-from distill.rank.gate import quality_gate
-from distill.rank.labels import FOLDS, label_groups, split_baskets
-from distill.rank.stage import LLMEvidence, rank_complements
+from distill.stages.rank import stage as stage_module
+from distill.stages.rank.context import BehaviourStats, CatalogView
+from distill.stages.rank.gate import quality_gate
+from distill.stages.rank.labels import FOLDS, label_groups, split_baskets
+from distill.stages.rank.stage import LLMEvidence, rank_complements
 from graph_schema.models import Product, Provenance, Relation
 
 BRANDS = [f"brand{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(60)]
@@ -124,9 +124,9 @@ def test_without_interactions_the_ordering_is_model_free_and_reported() -> None:
 
 
 def test_the_pipeline_without_interactions_still_publishes(tmp_path: Path) -> None:
-    from distill.pipeline import publish, run_pipeline
+    from distill.run.pipeline import publish, run_pipeline
     from distill.settings import DistillSettings
-    from distill.store.embedded import EmbeddedStore
+    from graph_store.embedded import EmbeddedStore
     from tests.fakes.responders import HashingEncoder, sample_subset
 
     products, _ = sample_subset(("Phones",), limit=28)
@@ -157,11 +157,11 @@ def test_the_quality_gate_refuses_a_clearly_worse_version() -> None:
 
 
 def test_nightly_does_not_publish_a_refused_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from distill import nightly as nightly_module
-    from distill.catalog import Interactions, InteractionReport
-    from distill.pipeline import DistillResult
+    from distill.run import nightly as nightly_module
+    from distill.ingest.catalog import Interactions, InteractionReport
+    from distill.run.pipeline import DistillResult
     from distill.settings import DistillSettings
-    from distill.store.embedded import EmbeddedStore
+    from graph_store.embedded import EmbeddedStore
     from tests.fakes.responders import HashingEncoder
 
     products, baskets = two_feature_catalog()

@@ -1,0 +1,131 @@
+"""The Candidate model: one (source, target, kind) that could be a complement or substitute, with every
+observation that suggests it; its polars frame form (how stages write it to the run folder), and the merge
+that unites the observations of several generators. No generator and no score lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from graph_schema.kinds import RelationKind
+
+Origin = str
+"""copurchase | neighbour | category | similarity | affinity | llm: which generator proposed a candidate."""
+
+
+class Candidate(BaseModel):
+    """One (source, target, kind) with every observation that suggests it. Absent observations stay None."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    target: str
+    kind: RelationKind
+    origins: tuple[Origin, ...]
+    same_leaf: bool = False
+    near_duplicate: bool = False
+    copurchase_count: int | None = None
+    lift: float | None = None
+    pmi: float | None = None
+    npmi: float | None = None
+    neighbour: float | None = None
+    """Content-smoothed co-purchase in [0, 1]: products like the source were bought with the target."""
+    neighbour_count: int | None = None
+    category_a: str | None = None
+    category_b: str | None = None
+    category_count: int | None = None
+    category_npmi: float | None = None
+    category_lift: float | None = None
+    category_score: float | None = None
+    """P(target | source's category) relative to the source's best category candidate, in (0, 1]."""
+    text_similarity: float | None = None
+    retrieval_score: float | None = None
+    query: str | None = None
+    query_reason: str | None = None
+    llm_score: float | None = None
+    llm_reason: str | None = None
+    llm_model: str | None = None
+    """The model whose judgement llm_score is (a fallback model when the primary was unavailable)."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.source, self.target, self.kind)
+
+
+CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source": pl.String,
+    "target": pl.String,
+    "kind": pl.String,
+    "origins": pl.List(pl.String),
+    "same_leaf": pl.Boolean,
+    "near_duplicate": pl.Boolean,
+    "copurchase_count": pl.Int64,
+    "lift": pl.Float64,
+    "pmi": pl.Float64,
+    "npmi": pl.Float64,
+    "neighbour": pl.Float64,
+    "neighbour_count": pl.Int64,
+    "category_a": pl.String,
+    "category_b": pl.String,
+    "category_count": pl.Int64,
+    "category_npmi": pl.Float64,
+    "category_lift": pl.Float64,
+    "category_score": pl.Float64,
+    "text_similarity": pl.Float64,
+    "retrieval_score": pl.Float64,
+    "query": pl.String,
+    "query_reason": pl.String,
+    "llm_score": pl.Float64,
+    "llm_reason": pl.String,
+    "llm_model": pl.String,
+}
+
+
+def candidates_frame(candidates: Iterable[Candidate]) -> pl.DataFrame:
+    rows = [dict(c.__dict__) for c in candidates]
+    for row in rows:
+        row["origins"] = list(row["origins"])
+    return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA)
+
+
+def candidates_from_frame(frame: pl.DataFrame) -> list[Candidate]:
+    """Read back a stage output this pipeline wrote (its own run folder; the schema is enforced by polars)."""
+    out: list[Candidate] = []
+    for row in frame.iter_rows(named=True):
+        row["origins"] = tuple(row["origins"] or ())
+        out.append(Candidate.model_construct(**row))
+    return out
+
+
+_MAX_FIELDS = ("copurchase_count", "lift", "pmi", "npmi", "neighbour", "neighbour_count", "category_count",
+               "category_npmi", "category_lift", "category_score", "text_similarity", "retrieval_score", "llm_score")
+
+
+def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per (source, target, kind): origins united, each observation its strongest value, the
+    first proposal phrase kept. Order: first appearance."""
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for cand in candidates:
+        current = merged.get(cand.key)
+        if current is None:
+            merged[cand.key] = dict(cand.__dict__)
+            continue
+        current["origins"] = tuple(dict.fromkeys((*current["origins"], *cand.origins)))
+        for name in _MAX_FIELDS:
+            new = getattr(cand, name)
+            old = current[name]
+            if new is not None and (old is None or new > old):
+                current[name] = new
+        for name in ("query", "query_reason", "llm_reason", "llm_model", "category_a", "category_b"):
+            if current[name] is None and getattr(cand, name) is not None:
+                current[name] = getattr(cand, name)
+        current["near_duplicate"] = bool(current["near_duplicate"]) or cand.near_duplicate
+    return [Candidate.model_construct(**row) for row in merged.values()]
+
+
+def restrict_to(candidates: Iterable[Candidate], known: Collection[str]) -> list[Candidate]:
+    return [c for c in candidates if c.source in known and c.target in known and c.source != c.target]

@@ -1,0 +1,487 @@
+"""The LLM gateway: the only module that imports litellm. It turns RenderedPrompts into validated pydantic
+values (or recorded Rejections) cheaply (response cache, JSON mode, bounded concurrency and rate limits),
+resumably (every answer is cached the moment it validates) and safely (typed retries, budget, batch files).
+The concepts it combines live beside it: retry, budget, ratelimit, provider_errors, batch, cache, answers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, Literal
+
+from distill.errors import (
+    BudgetExceeded,
+    ConfigError,
+    FormatRejected,
+    LLMError,
+    ModelUnavailable,
+    PromptRefused,
+    RateLimited,
+    TerminalLLMError,
+    TransientLLMError,
+)
+from distill.llm.answers import FormatLevel, parse_answer, read_response, response_format
+from distill.llm.batch import BatchFiles, prompt_item
+from distill.llm.budget import Budget, BudgetStop, StageCounters
+from distill.llm.cache import CacheEntry, ResponseCache, cache_key
+from distill.llm.prompts import RenderedPrompt, T
+from distill.llm.provider_errors import (
+    TRANSIENT_STATUS,
+    about_response_format,
+    connection_cause,
+    refusal_code,
+    status_text,
+)
+from distill.llm.ratelimit import IntervalLimiter, TokenBucket
+from distill.llm.retry import FORMAT_LEVELS, REPAIR_INSTRUCTION, CircuitBreaker, Exhausted, backoff_delay
+from distill.settings import DistillSettings
+from graph_schema.models import LLMUsage, Rejection
+
+Mode = Literal["live", "export"]
+CompletionFn = Callable[..., Awaitable[Any]]
+
+
+@functools.cache
+def _litellm() -> ModuleType:
+    """Import and configure litellm once, on first use (the import costs seconds; the CLI should not pay it
+    for commands that never call a model)."""
+    # litellm fetches its model price map from GitHub at import unless told otherwise: that is a network call
+    # at import time (a hang with no network). The packaged copy is enough. This is the one environment
+    # write in the project, and it must happen before the import.
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    # No telemetry, no logging callbacks, no "give feedback" banners: the gateway does its own accounting.
+    litellm.telemetry = False
+    litellm.success_callback = []
+    litellm.failure_callback = []
+    litellm.callbacks = []
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    return litellm
+
+
+@functools.cache
+def _has_price(model: str) -> bool:
+    """Whether litellm's price table knows `model` (asked once per model: a miss raises, which is slow)."""
+    try:
+        _litellm().cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    except Exception:  # noqa: BLE001 - litellm raises assorted types for unmapped models
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class CallResult(Generic[T]):
+    """The outcome of one prompt: a validated value, a Rejection, or pending (export mode)."""
+
+    prompt: RenderedPrompt[T]
+    value: T | None
+    rejection: Rejection | None
+    cached: bool
+    pending: bool = False
+    model: str | None = None
+    """The model whose answer this is (a fallback model when the primary was unavailable)."""
+    attempts: int = 0
+    """Requests sent for this prompt in this run (0 when answered from the cache)."""
+
+
+class LLMGateway(BatchFiles):
+    """Answers prompts with validated values. Construct once per run and share across stages.
+
+    Accounting per stage (`usage(stage)`): `calls` = requests sent (every attempt), `failed_calls` = those that
+    errored or returned output that did not validate, `cached_calls` = prompts answered from the cache.
+    The budget is per gateway (per run): cached answers cost nothing, so a re-run resumes where one stopped."""
+
+    def __init__(
+        self,
+        settings: DistillSettings,
+        cache: ResponseCache,
+        *,
+        mode: Mode = "live",
+        completion_fn: CompletionFn | None = None,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+        retry_after_cap_s: float = 120.0,
+        expected_output_tokens: int = 512,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not settings.llm_model:
+            raise ConfigError("no LLM configured: set llm_model (SHELFGRAPH_LLM_MODEL), e.g. openai/gpt-4o-mini")
+        self.settings = settings
+        self.cache = cache
+        self.mode: Mode = mode
+        self._models: tuple[str, ...] = (settings.llm_model, *settings.llm_fallback_models)
+        self._completion_fn = completion_fn
+        self._backoff_base = backoff_base_s
+        self._backoff_cap = backoff_cap_s
+        self._retry_after_cap = retry_after_cap_s
+        self._rng = random.Random()
+        self._sleep = sleep
+        self._stages: dict[str, StageCounters] = {}
+        self._format: dict[str, FormatLevel] = {}
+        self._pending: dict[str, RenderedPrompt[Any]] = {}
+        self.answered_models: set[str] = set()
+        """Every model whose answer (fresh or cached) this gateway returned: provenance of the run."""
+        self._budget = Budget(settings.llm_budget_usd, settings.llm_budget_tokens,
+                              expected_output_tokens=expected_output_tokens)
+        self._breaker = CircuitBreaker(settings.llm_breaker_failures)
+        self._rpm = IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
+        self._tpm = TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
+
+    # --- accounting -----------------------------------------------------------------------------------
+    def _stage(self, stage: str) -> StageCounters:
+        return self._stages.setdefault(stage, StageCounters())
+
+    def usage(self, stage: str) -> LLMUsage:
+        return self._stage(stage).usage() if stage in self._stages else LLMUsage()
+
+    def usage_by_stage(self) -> dict[str, LLMUsage]:
+        return {stage: counters.usage() for stage, counters in self._stages.items()}
+
+    def total_usage(self) -> LLMUsage:
+        total = LLMUsage()
+        for usage in self.usage_by_stage().values():
+            total = total.add(usage)
+        return total
+
+    @property
+    def pending(self) -> list[RenderedPrompt[Any]]:
+        """Prompts that export-mode runs found uncached (to pass to export_batch)."""
+        return list(self._pending.values())
+
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """USD from litellm's price table; 0.0 for a model it has no price for (tokens are still counted)."""
+        if not _has_price(model):
+            return 0.0
+        prompt_cost, completion_cost = _litellm().cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+        return float(prompt_cost) + float(completion_cost)
+
+    # --- running prompts ------------------------------------------------------------------------------
+    def run_many(
+        self, prompts: Sequence[RenderedPrompt[T]], *, stage: str, progress: bool = True
+    ) -> list[CallResult[T]]:
+        """Answer every prompt (same order). Raises TerminalLLMError (ModelUnavailable when the circuit breaker
+        opened for every model or no prompt got an answer) or BudgetExceeded; answers obtained before either
+        are cached, so re-running resumes without repeating them."""
+        return asyncio.run(self.arun_many(prompts, stage=stage, progress=progress))
+
+    async def arun_many(
+        self, prompts: Sequence[RenderedPrompt[T]], *, stage: str, progress: bool = True
+    ) -> list[CallResult[T]]:
+        counters = self._stage(stage)
+        results: list[CallResult[T] | None] = [None] * len(prompts)
+        todo: dict[str, list[int]] = {}  # primary cache key -> positions (identical prompts are sent once)
+        for index, prompt in enumerate(prompts):
+            hit = self._from_cache(prompt)
+            if hit is not None:
+                counters.cached_calls += 1
+                results[index] = hit
+            elif self.mode == "export":
+                key = cache_key(self._models[0], prompt)
+                self._pending[key] = prompt
+                results[index] = CallResult(prompt, None, None, cached=False, pending=True)
+            else:
+                todo.setdefault(cache_key(self._models[0], prompt), []).append(index)
+
+        queue = iter(list(todo.values()))
+        semaphore_size = min(self.settings.llm_concurrency, max(1, len(todo)))
+
+        with _progress_bar(progress and bool(todo), stage, len(todo)) as advance:
+            unanswered = 0  # prompts every model failed (transient errors until attempts ran out)
+
+            async def worker() -> None:
+                nonlocal unanswered
+                for positions in queue:
+                    if self._budget.hit:
+                        return
+                    try:
+                        result = await self._answer(prompts[positions[0]], stage)
+                    except BudgetStop:
+                        return
+                    if result.value is None and result.model is None and result.rejection is not None:
+                        unanswered += 1
+                    for position in positions:
+                        results[position] = replace(result, prompt=prompts[position])
+                    advance()
+
+            if todo:
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for _ in range(semaphore_size):
+                            group.create_task(worker())
+                except BaseExceptionGroup as failed:
+                    # A terminal error in one worker cancelled the others: surface it (its __cause__, the
+                    # provider's exception, is kept), not the group.
+                    raise _first_error(failed)  # noqa: B904
+                if unanswered == len(todo) and not self._budget.hit:
+                    # Not one prompt of the stage got an answer: publishing without its evidence would be
+                    # worse than a run without a model, so the run stops here.
+                    raise self._unavailable(stage, f"all {len(todo)} prompts of the stage failed")
+
+        if self._budget.hit:
+            answered = sum(1 for r in results if r is not None and r.value is not None)
+            raise BudgetExceeded(
+                f"LLM budget reached in stage {stage!r}: spent ${self._budget.spent_usd:.4f} and {self._budget.spent_tokens} tokens "
+                f"(budget: ${self.settings.llm_budget_usd} / {self.settings.llm_budget_tokens} tokens); "
+                f"{answered} of {len(prompts)} prompts answered. Every answer is cached in {self.cache.path}: "
+                "re-running resumes from the cache without paying for them again."
+            )
+        self.answered_models.update(r.model for r in results if r is not None and r.value is not None and r.model)
+        return [r for r in results if r is not None]
+
+    def _from_cache(self, prompt: RenderedPrompt[T]) -> CallResult[T] | None:
+        for model in self._models:
+            entry = self.cache.get(cache_key(model, prompt))
+            if entry is None:
+                continue
+            value, _ = parse_answer(entry.text, prompt.response_model)
+            # A cached answer that no longer validates (response model changed without a version bump) is
+            # treated as a miss rather than trusted.
+            if value is not None:
+                return CallResult(prompt, value, None, cached=True, model=model)
+        return None
+
+    async def _answer(self, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
+        failures: list[str] = []
+        for model in self._models:
+            if model in self._breaker.down:
+                failures.append(f"{model}: {self._breaker.down[model]}")
+                continue
+            try:
+                return await self._ask(model, prompt, stage)
+            except Exhausted as exc:
+                failures.append(str(exc))
+        if all(model in self._breaker.down for model in self._models):
+            raise self._unavailable(stage, "failed requests in a row opened the circuit breaker")
+        return CallResult(
+            prompt,
+            None,
+            Rejection(stage=stage, item=prompt_item(prompt), reason="llm unavailable: " + " | ".join(failures)),
+            cached=False,
+        )
+
+    def _unavailable(self, stage: str, why: str) -> ModelUnavailable:
+        causes = {model: self._breaker.down.get(model) or self._breaker.last_cause.get(model, "no answer") for model in self._models}
+        named = "; ".join(f"{model!r}: {cause}" for model, cause in causes.items())
+        where = f" at {self.settings.llm_api_base}" if self.settings.llm_api_base else ""
+        return ModelUnavailable(
+            f"{stage}: no model answered{where} ({why}): {named}. The run stopped and nothing was published; "
+            "check llm_api_base / SHELFGRAPH_LLM_API_BASE, the API key and that the model server is up. "
+            "Answers obtained so far are cached.",
+            cause=next(iter(causes.values())),
+        )
+
+    async def _ask(self, model: str, prompt: RenderedPrompt[T], stage: str) -> CallResult[T]:
+        counters = self._stage(stage)
+        base = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        messages = base
+        attempts = 0
+        while True:
+            attempts += 1
+            level = self._format.get(model, "json_schema")
+            estimate = self._admit(model, messages)
+            try:
+                if self._rpm is not None:
+                    await self._rpm.acquire()
+                if self._tpm is not None:
+                    await self._tpm.acquire(estimate[0])
+                response = await self._complete(model, messages, response_format(level, prompt.response_model))
+            except (BudgetStop, asyncio.CancelledError):
+                self._release(estimate)
+                raise
+            except Exception as exc:  # noqa: BLE001 - translated by type just below; unknown types re-raised
+                self._release(estimate)
+                counters.calls += 1
+                counters.failed_calls += 1
+                failure = self._translate(exc, model, stage)
+                if isinstance(failure, FormatRejected) and level != "none":
+                    # The provider refused JSON mode: try the next weaker form; this request does not count.
+                    # max(): a concurrent request that failed on an older level must not undo a later step.
+                    weaker = FORMAT_LEVELS.index(level) + 1
+                    current = FORMAT_LEVELS.index(self._format.get(model, "json_schema"))
+                    self._format[model] = FORMAT_LEVELS[max(weaker, current)]
+                    attempts -= 1
+                    continue
+                if isinstance(failure, PromptRefused):
+                    rejection = Rejection(stage=stage, item=prompt_item(prompt), reason=failure.cause)
+                    return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
+                if isinstance(failure, TerminalLLMError):
+                    raise failure from exc
+                self._breaker.failed(model, failure)
+                if model in self._breaker.down:
+                    raise Exhausted(f"{model}: {self._breaker.down[model]}") from exc
+                if attempts >= self.settings.llm_max_attempts:
+                    raise Exhausted(f"{model}: {attempts} attempts, last {failure.cause}") from exc
+                await self._sleep(self._delay(attempts, exc))
+                if model in self._breaker.down:  # another worker's failures opened the breaker while this one slept
+                    raise Exhausted(f"{model}: {self._breaker.down[model]}") from exc
+                continue
+            self._breaker.answered(model)
+            content, input_tokens, output_tokens = read_response(response)
+            cost = self.estimate_cost(model, input_tokens, output_tokens)
+            self._settle(estimate, input_tokens + output_tokens, cost)
+            counters.calls += 1
+            counters.input_tokens += input_tokens
+            counters.output_tokens += output_tokens
+            counters.cost_usd += cost
+            self._budget.saw_output(output_tokens)
+            value, error = parse_answer(content, prompt.response_model)
+            if value is not None:
+                assert content is not None
+                self.cache.put(CacheEntry(
+                    key=cache_key(model, prompt), model=model, prompt_name=prompt.name, prompt_version=prompt.version,
+                    text=content, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
+                ))
+                return CallResult(prompt, value, None, cached=False, model=model, attempts=attempts)
+            counters.failed_calls += 1
+            if attempts >= self.settings.llm_max_attempts:
+                reason = f"invalid output after {attempts} attempts: {error}"
+                rejection = Rejection(stage=stage, item=prompt_item(prompt), reason=reason[:2000], raw=content)
+                return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
+            # Feed the validation error back; only the latest failed exchange is kept to bound prompt size.
+            messages = [*base, {"role": "assistant", "content": content or ""},
+                        {"role": "user", "content": REPAIR_INSTRUCTION.format(error=error)}]
+
+    async def _complete(self, model: str, messages: list[dict[str, str]], fmt: dict[str, Any] | None) -> Any:
+        fn = self._completion_fn or _litellm().acompletion
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": self.settings.llm_temperature,
+            "timeout": self.settings.llm_timeout_s,
+            # The gateway owns retries (typed, budgeted, counted); the OpenAI SDK's own would hide requests.
+            "max_retries": 0,
+            # Providers that do not know response_format get it dropped instead of a 400.
+            "drop_params": True,
+        }
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        if self.settings.llm_api_base:
+            kwargs["api_base"] = self.settings.llm_api_base
+        if self.settings.llm_api_key is not None:
+            kwargs["api_key"] = self.settings.llm_api_key.get_secret_value()
+        return await fn(**kwargs)
+
+    def _translate(self, exc: Exception, model: str, stage: str) -> LLMError:
+        """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
+        structured error code/param, not message wording). Not a provider error: re-raised unchanged."""
+        lm = _litellm()
+        status = getattr(exc, "status_code", None)
+        refusal = refusal_code(exc)
+        if isinstance(exc, lm.ContentPolicyViolationError) or refusal is not None:
+            # one product's text tripped a filter: record it, keep the run going
+            reason = f"refused by {model}: content policy ({refusal or type(exc).__name__})"
+            return PromptRefused(f"{stage}: {reason}", cause=reason)
+        prefix = f"{stage}: model {model!r}"
+        if isinstance(exc, lm.ContextWindowExceededError):
+            return TerminalLLMError(f"{prefix}: prompt too long for the context window ({type(exc).__name__}): "
+                                    f"{exc}. Not retried.", cause="context window exceeded")
+        if isinstance(exc, lm.BadRequestError) and about_response_format(exc):  # UnsupportedParamsError too
+            return FormatRejected(f"{prefix} does not accept the JSON mode requested: {exc}", cause="response_format")
+        if isinstance(exc, lm.RateLimitError) or status == 429:
+            return RateLimited(f"{prefix}: rate limited (HTTP 429)", cause="rate limited (HTTP 429)")
+        if isinstance(exc, (lm.Timeout, TimeoutError)):
+            cause = f"timed out after {self.settings.llm_timeout_s:g}s"
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+        cause = connection_cause(exc) or status_text(exc)
+        if connection_cause(exc) is not None or isinstance(
+            exc, (lm.APIConnectionError, lm.InternalServerError, lm.ServiceUnavailableError, lm.BadGatewayError)
+        ):
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+        if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
+                            lm.UnprocessableEntityError)) or (
+            isinstance(status, int) and status < 500 and status not in TRANSIENT_STATUS
+        ) or (isinstance(exc, lm.APIError) and not isinstance(status, int)):
+            return TerminalLLMError(
+                f"{prefix} refused the request: {cause}: {exc}. "
+                "Not retried: check the model name, API key, api_base and prompt size.", cause=cause,
+            )
+        if isinstance(status, int):
+            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+        raise exc  # not a provider error: a bug, let it surface unchanged
+
+    def _delay(self, attempt: int, exc: BaseException) -> float:
+        return backoff_delay(attempt, exc, self._rng, base=self._backoff_base, cap=self._backoff_cap,
+                             retry_after_cap=self._retry_after_cap)
+
+    # --- budget ---------------------------------------------------------------------------------------
+    def _admit(self, model: str, messages: list[dict[str, str]]) -> tuple[int, float]:
+        """Reserve this request's estimated tokens and cost, or stop the run if they would break the budget."""
+        return self._budget.admit(messages, functools.partial(self.estimate_cost, model))
+
+    def _release(self, estimate: tuple[int, float]) -> None:
+        self._budget.release(estimate)
+
+    def _settle(self, estimate: tuple[int, float], tokens: int, cost: float) -> None:
+        self._budget.settle(estimate, tokens, cost)
+        if self._tpm is not None:
+            self._tpm.settle(estimate[0], tokens)
+
+    # --- batch files (export_batch / import_batch: distill.llm.batch) --------------------------------
+    def _provider_model(self, model: str) -> str:
+        return str(_litellm().get_llm_provider(model)[0])
+
+    def _batch_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        # Batch prices are usually half the live ones; litellm's table has them for the providers that offer it.
+        lm = _litellm()
+        info = lm.model_cost.get(lm.get_llm_provider(model)[0]) or lm.model_cost.get(model) or {}
+        batch_in, batch_out = info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches")
+        if batch_in is not None and batch_out is not None:
+            return float(batch_in) * input_tokens + float(batch_out) * output_tokens
+        return self.estimate_cost(model, input_tokens, output_tokens)
+
+    def submit_batch(self, path: Path, *, provider: str = "openai") -> str:
+        """Upload a batch input file and start the batch with litellm's files/batches API; returns the batch id.
+        Collect the output file from the provider console or API later and pass it to import_batch.
+        (Untested here: it needs the provider's real batch endpoints.)"""
+        lm = _litellm()
+        extra: dict[str, Any] = {}
+        if self.settings.llm_api_base:
+            extra["api_base"] = self.settings.llm_api_base
+        if self.settings.llm_api_key is not None:
+            extra["api_key"] = self.settings.llm_api_key.get_secret_value()
+
+        async def submit() -> str:
+            with path.open("rb") as handle:
+                uploaded = await lm.acreate_file(file=handle, purpose="batch", custom_llm_provider=provider, **extra)
+            batch = await lm.acreate_batch(completion_window="24h", endpoint="/v1/chat/completions",
+                                           input_file_id=uploaded.id, custom_llm_provider=provider, **extra)
+            return str(batch.id)
+
+        try:
+            return asyncio.run(submit())
+        except Exception as exc:  # noqa: BLE001 - translated into the package's error tree
+            raise LLMError(f"submitting batch {path} to {provider} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+@contextmanager
+def _progress_bar(enabled: bool, stage: str, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{stage}[/] LLM"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(stage, total=total)
+        yield lambda: bar.advance(task)

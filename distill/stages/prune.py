@@ -1,0 +1,235 @@
+"""The last gate before publishing: drop invalid, weak, duplicate and excess relations, make substitutes
+symmetric, and find near-duplicate listings (never each other's complements). Every dropped relation is
+returned as a Rejection with its reason; nothing is removed silently. No scoring happens here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from graph_schema.models import Product, Rejection, Relation
+
+if TYPE_CHECKING:
+    from distill.evidence.retrieval import CatalogRetriever
+
+PRUNE_STAGE: Final = "prune"
+MAX_MERGED_REASONS: Final = 3
+
+PruneReason = Literal[
+    "below_threshold", "self_loop", "unknown_source", "unknown_target", "near_duplicate_complement",
+    "over_degree_cap", "duplicate",
+]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    relations: list[Relation]
+    rejections: list[Rejection]
+
+
+def _reject(relation: Relation, reason: PruneReason, detail: str | None = None) -> Rejection:
+    # The whole relation travels in `raw`, so a rejected edge can be inspected or restored as it was.
+    item = f"{relation.source}->{relation.target} ({relation.kind})"
+    return Rejection(stage=PRUNE_STAGE, item=item if detail is None else f"{item}: {detail}",
+                     reason=reason, raw=relation.model_dump_json())
+
+
+def _merge(copies: list[Relation]) -> tuple[Relation, list[Relation]]:
+    """(best-scored copy with the reasons of all copies, best first, at most 3 unless the best alone has
+    more; the other copies). The kept copy's evidence and provenance are the best one's."""
+    ranked = sorted(copies, key=lambda r: -r.score)
+    limit = max(MAX_MERGED_REASONS, len(ranked[0].reasons))
+    reasons: list[str] = []
+    for copy in ranked:
+        for reason in copy.reasons:
+            if reason not in reasons and len(reasons) < limit:
+                reasons.append(reason)
+    best = ranked[0]
+    merged = best if tuple(reasons) == best.reasons else best.model_copy(update={"reasons": tuple(reasons)})
+    return merged, ranked[1:]
+
+
+def _mirror(relation: Relation) -> Relation:
+    return relation.model_copy(update={"source": relation.target, "target": relation.source})
+
+
+def prune(
+    relations: Sequence[Relation],
+    products: Mapping[str, Product],
+    *,
+    max_complements: int,
+    max_substitutes: int,
+    min_score: float,
+    min_complement_score: float | None = None,
+    near_duplicates: set[frozenset[str]] | None = None,
+) -> PruneResult:
+    """Steps, in order: (1) self loops and ids not in `products`; (2) copies of one (source, target, kind)
+    merged; (3) score < min_score (`min_complement_score` for complements when given); (4) complements between near-duplicate listings; (5) every substitute
+    a->b gets its mirror b->a (same score, reasons, evidence) unless b->a survived on its own; (6) degree caps:
+    each source keeps its `max_complements` best complements; substitute PAIRS are taken best first and a
+    pair is kept only while BOTH ends are under `max_substitutes`, so the result stays symmetric."""
+    if max_complements < 0 or max_substitutes < 0:
+        raise ValueError("degree caps must be >= 0")
+    near = near_duplicates or set()
+    rejections: list[Rejection] = []
+
+    groups: dict[tuple[str, str, str], list[Relation]] = defaultdict(list)
+    for relation in relations:
+        if relation.source == relation.target:
+            rejections.append(_reject(relation, "self_loop"))
+        elif relation.source not in products:
+            rejections.append(_reject(relation, "unknown_source"))
+        elif relation.target not in products:
+            rejections.append(_reject(relation, "unknown_target"))
+        else:
+            groups[relation.key].append(relation)
+
+    kept: dict[tuple[str, str, str], Relation] = {}
+    for key, copies in groups.items():
+        merged, extra = _merge(copies)
+        rejections.extend(_reject(c, "duplicate", f"merged into the copy scored {merged.score:.3f}") for c in extra)
+        floor = min_score if merged.kind == "substitute" or min_complement_score is None else min_complement_score
+        if merged.score < floor:
+            rejections.append(_reject(merged, "below_threshold", f"{merged.score:.3f} < {floor:.3f}"))
+        elif merged.kind == "complement" and frozenset((merged.source, merged.target)) in near:
+            rejections.append(_reject(merged, "near_duplicate_complement"))
+        else:
+            kept[key] = merged
+
+    for (source, target, kind), relation in list(kept.items()):
+        if kind == "substitute" and (target, source, kind) not in kept:
+            kept[(target, source, kind)] = _mirror(relation)
+
+    out: list[Relation] = []
+    out.extend(_cap_complements([r for r in kept.values() if r.kind == "complement"], max_complements, rejections))
+    out.extend(_cap_substitutes([r for r in kept.values() if r.kind == "substitute"], max_substitutes, rejections))
+    out.sort(key=lambda r: (r.source, r.kind, -r.score, r.target))
+    return PruneResult(relations=out, rejections=rejections)
+
+
+def _cap_complements(relations: list[Relation], cap: int, rejections: list[Rejection]) -> list[Relation]:
+    by_source: dict[str, list[Relation]] = defaultdict(list)
+    for relation in relations:
+        by_source[relation.source].append(relation)
+    out: list[Relation] = []
+    for edges in by_source.values():
+        edges.sort(key=lambda r: (-r.score, r.target))
+        out.extend(edges[:cap])
+        rejections.extend(_reject(r, "over_degree_cap", f"source already has {cap} complements") for r in edges[cap:])
+    return out
+
+
+def _cap_substitutes(relations: list[Relation], cap: int, rejections: list[Rejection]) -> list[Relation]:
+    """Greedy over pairs, best pair score (max of the two directions) first: a pair needs room at both ends.
+    Input is already symmetric, so every pair has both directions."""
+    by_pair: dict[frozenset[str], list[Relation]] = defaultdict(list)
+    for relation in relations:
+        by_pair[frozenset((relation.source, relation.target))].append(relation)
+    order = sorted(by_pair.items(), key=lambda item: (-max(r.score for r in item[1]), sorted(item[0])))
+    degree: dict[str, int] = defaultdict(int)
+    out: list[Relation] = []
+    for pair, edges in order:
+        a, b = sorted(pair)
+        if degree[a] < cap and degree[b] < cap:
+            degree[a] += 1
+            degree[b] += 1
+            out.extend(edges)
+        else:
+            full = a if degree[a] >= cap else b
+            rejections.extend(_reject(r, "over_degree_cap", f"{full} already has {cap} substitutes") for r in edges)
+    return out
+
+
+# ============================================================================================ near duplicates
+
+_PUNCT = re.compile(r"[^\w]+", re.UNICODE)
+DEFAULT_NEAR_DUPLICATE_THRESHOLD: Final = 0.97
+
+
+def normalized_title(title: str) -> str:
+    """Case, punctuation and spacing folded: 'Apple iPhone 15 - 128GB' == 'apple iphone 15 128gb'."""
+    return " ".join(_PUNCT.sub(" ", title.casefold()).split())
+
+
+def _same_listing_facts(a: Product, b: Product) -> bool:
+    """Same leaf category, and the same brand when both name one."""
+    if a.leaf_category != b.leaf_category:
+        return False
+    if a.brand and b.brand:
+        return normalized_title(a.brand) == normalized_title(b.brand)
+    return True
+
+
+def find_near_duplicates(
+    products: Sequence[Product],
+    retriever_or_embeddings: CatalogRetriever | npt.NDArray[np.float32] | None,
+    *,
+    threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+    chunk: int = 1024,
+) -> set[frozenset[str]]:
+    """Pairs of products that are one item listed twice: equal normalized titles, or embedding cosine >=
+    `threshold` with the same leaf category and brand. Accepts a CatalogRetriever (its embeddings, matched by
+    id) or an (n, d) L2-normalized array aligned with `products`; None or a BM25-only retriever means titles only."""
+    pairs: set[frozenset[str]] = set()
+    by_title: dict[str, list[str]] = defaultdict(list)
+    for product in products:
+        by_title[normalized_title(product.title)].append(product.id)
+    for ids in by_title.values():
+        unique = sorted(set(ids))
+        pairs.update(frozenset((x, y)) for i, x in enumerate(unique) for y in unique[i + 1 :])
+
+    vectors = _aligned_embeddings(products, retriever_or_embeddings)
+    if vectors is None:
+        return pairs
+    for start in range(0, len(products), chunk):
+        sims = vectors[start : start + chunk] @ vectors.T
+        rows, cols = np.nonzero(sims >= threshold)
+        for i, j in zip((rows + start).tolist(), cols.tolist(), strict=True):
+            if i < j and _same_listing_facts(products[i], products[j]) and products[i].id != products[j].id:
+                pairs.add(frozenset((products[i].id, products[j].id)))
+    return pairs
+
+
+def _aligned_embeddings(
+    products: Sequence[Product], source: CatalogRetriever | npt.NDArray[np.float32] | None
+) -> npt.NDArray[np.float32] | None:
+    if source is None:
+        return None
+    if isinstance(source, np.ndarray):
+        if source.ndim != 2 or source.shape[0] != len(products):
+            raise ValueError(f"embeddings must be (n_products={len(products)}, d), got {source.shape}")
+        return source.astype(np.float32, copy=False)
+    if source.embeddings is None:
+        return None
+    row = {pid: i for i, pid in enumerate(source.ids)}
+    missing = [p.id for p in products if p.id not in row]
+    if missing:
+        raise ValueError(f"{len(missing)} products are not in the retriever's catalog, e.g. {missing[:3]}")
+    return source.embeddings[[row[p.id] for p in products]]
+
+
+def near_duplicate_groups(pairs: Iterable[frozenset[str]]) -> list[set[str]]:
+    """Connected groups of near-duplicate pairs (A~B and B~C make one listing group), for reports."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for pair in pairs:
+        a, *rest = sorted(pair)
+        for b in rest:
+            parent[find(a)] = find(b)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for x in parent:
+        groups[find(x)].add(x)
+    return sorted(groups.values(), key=lambda g: sorted(g))

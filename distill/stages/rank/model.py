@@ -1,0 +1,234 @@
+"""Fit, judge and apply the relation ranker. A LightGBM LambdaRank model (the field's standard
+learning-to-rank model; trees take missing evidence natively) is fitted per run on groups of candidates
+sharing a source product, with NDCG@10 on held-back groups as the early-stopping and reporting metric.
+Its raw output is calibrated to [0, 1] (Platt). When the label part is too small, or a single evidence
+ordering beats the model on the held-back groups, that ordering is used instead and the report says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from distill.stages.rank.context import F32
+from distill.stages.rank.features import FEATURES, matrix
+
+K: Final = 10
+"""The served list length the model is judged at (the storefront's top 10)."""
+MIN_GROUPS: Final = 30
+"""Fewer labelled source products than this and a fitted model's validation figures are noise."""
+PARAMS: Final[Mapping[str, object]] = {
+    # LightGBM's documented lambdarank defaults (31 leaves, 255 bins, truncation 30) with the learning rate
+    # halved to 0.05, as its parameter-tuning guide advises for accuracy ("small learning_rate with large
+    # num_iterations", "large max_bin"); early stopping on the held-back label groups decides the number of
+    # trees, so no count is fixed by hand.
+    "objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "learning_rate": 0.05, "num_leaves": 31,
+    "min_data_in_leaf": 20, "max_bin": 255, "feature_fraction": 0.9, "lambdarank_truncation_level": 3 * K,
+    "deterministic": True, "force_row_wise": True, "seed": 0, "verbose": -1, "num_threads": 2,
+}
+MAX_ROUNDS: Final = 300
+PATIENCE: Final = 20
+
+ORDERINGS: Final[Mapping[str, str]] = {
+    # single-evidence orderings: each is also what one baseline does with that evidence
+    "text similarity": "text_sim", "lexical similarity": "tfidf_sim", "co-purchase": "co_count",
+    "content-smoothed co-purchase": "nb_score", "popularity": "target_pop", "category pair": "leaf_cond",
+    "llm judgement": "llm_score",
+}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    hit: float
+    ndcg: float
+    groups: int
+
+
+def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, positives: Mapping[int, int],
+                  k: int = K) -> Metrics:
+    """Hit@k and NDCG@k over groups (rows sorted by group). `positives[g]`: all relevant items of group g,
+    also those the pool missed (they count in the ideal DCG, as in the evaluation protocol)."""
+    if not len(groups):
+        return Metrics(0.0, 0.0, 0)
+    frame = pl.DataFrame({"g": groups, "score": scores, "label": labels}).with_columns(
+        pos=pl.col("score").fill_nan(-np.inf).rank("ordinal", descending=True).over("g"))
+    top = frame.filter(pl.col("pos") <= k)
+    gains = top.with_columns(dcg=pl.col("label") / (pl.col("pos") + 1).log(2)).group_by("g").agg(
+        pl.col("dcg").sum(), hit=(pl.col("label").max() > 0).cast(pl.Float64))
+    total_hit = total_ndcg = 0.0
+    n = 0
+    dcg = dict(zip(gains["g"].to_list(), zip(gains["dcg"].to_list(), gains["hit"].to_list(), strict=True),
+                   strict=True))
+    for g in np.unique(groups).tolist():
+        relevant = positives.get(g, 0)
+        if relevant <= 0:
+            continue
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(relevant, k)))
+        value, hit = dcg.get(g, (0.0, 0.0))
+        total_hit += hit
+        total_ndcg += value / ideal
+        n += 1
+    return Metrics(total_hit / n if n else 0.0, total_ndcg / n if n else 0.0, n)
+
+
+def ordering_scores(frame: pl.DataFrame, column: str) -> F32:
+    """A single-evidence ordering as a score: the evidence value, popularity breaking ties (NaN = last)."""
+    value = frame[column].fill_null(float("nan")).to_numpy().astype(np.float64)
+    pop = frame["target_pop"].fill_null(0.0).to_numpy().astype(np.float64)
+    tie = np.log1p(pop) / (np.log1p(pop.max(initial=0.0)) + 1.0) * 1e-3
+    out = np.where(np.isnan(value), -1e9, value + tie)
+    return out.astype(np.float32)
+
+
+def ordering_probability(frame: pl.DataFrame, column: str) -> F32:
+    """The [0, 1] relation score of a model-free ordering: similarities as they are, counts saturated."""
+    value = frame[column].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
+    if column in ("text_sim", "tfidf_sim", "nb_score", "leaf_cond", "llm_score"):
+        return np.clip(value, 0.0, 1.0).astype(np.float32)
+    return (value / (value + 1.0)).astype(np.float32)
+
+
+@dataclass
+class Platt:
+    a: float = 1.0
+    b: float = 0.0
+
+    @classmethod
+    def fit(cls, raw: F32, labels: F32, iterations: int = 50) -> Platt:
+        """Logistic fit of labels on the raw score (Newton steps with a small ridge: stable on few positives)."""
+        x = raw.astype(np.float64)
+        y = labels.astype(np.float64)
+        a, b = 1.0, 0.0
+        for _ in range(iterations):
+            p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+            w = p * (1.0 - p) + 1e-9
+            g = np.array([np.sum((p - y) * x) + 1e-3 * a, np.sum(p - y)])
+            h = np.array([[np.sum(w * x * x) + 1e-3, np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+            try:
+                step = np.linalg.solve(h, g)
+            except np.linalg.LinAlgError:
+                break
+            a, b = a - step[0], b - step[1]
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(float(a), float(b))
+
+    def __call__(self, raw: F32) -> F32:
+        return (1.0 / (1.0 + np.exp(-(self.a * raw.astype(np.float64) + self.b)))).astype(np.float32)
+
+
+@dataclass
+class Ranker:
+    """What scores pairs: a LightGBM booster + calibration, or a named single-evidence ordering."""
+
+    kind: str
+    """'lambdarank' or 'ordering'."""
+    ordering: str | None = None
+    booster: object | None = None
+    platt: Platt = field(default_factory=Platt)
+    fit_baskets: int = 0
+
+    def score(self, frame: pl.DataFrame) -> F32:
+        if self.kind == "lambdarank":
+            raw = self.booster.predict(matrix(frame), num_threads=PARAMS["num_threads"])  # type: ignore[attr-defined]
+            return self.platt(np.asarray(raw, dtype=np.float32))
+        assert self.ordering is not None
+        column = ORDERINGS[self.ordering]
+        return ordering_probability(frame, column)
+
+    def order_key(self, frame: pl.DataFrame) -> F32:
+        """What the served order follows (the calibrated score may tie where the ordering does not)."""
+        if self.kind == "lambdarank":
+            return self.score(frame)
+        return ordering_scores(frame, ORDERINGS[self.ordering or "text similarity"])
+
+    def model_text(self) -> str | None:
+        return self.booster.model_to_string() if self.booster is not None else None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    ranker: Ranker
+    reason: str
+    validation: dict[str, dict[str, float]]
+    """name -> {hit, ndcg}: the model (when fitted) and every single-evidence ordering, held-back groups."""
+    importances: dict[str, float]
+    train_groups: int
+    valid_groups: int
+    positives: int
+    rounds: int
+
+
+def fit_ranker(frame: pl.DataFrame, positives: Mapping[int, int], *, fit_baskets: int,
+               fallback: str = "text similarity") -> FitResult:
+    """`frame`: candidate rows (g, s, t, FEATURES..., label, valid) of the label groups (one group = one
+    item of one label basket); `positives[g]`: the other items of that basket, pool or not."""
+    frame = frame.sort("g", "t")
+    groups = frame["g"].to_numpy().astype(np.int64)
+    labels = frame["label"].to_numpy().astype(np.float32)
+    is_valid = frame["valid"].to_numpy().astype(bool)
+    with_positive = frame.group_by("g").agg(pl.col("label").max(), pl.col("valid").first()).filter(pl.col("label") > 0)
+    valid_groups = int(with_positive["valid"].sum())
+    train_groups = with_positive.height - valid_groups
+    # groups whose answers the pool missed teach nothing (their gradient is zero) but still count in the
+    # validation figures, as a miss counts in the evaluation
+    is_train = ~is_valid & np.isin(groups, with_positive.filter(~pl.col("valid"))["g"].to_numpy())
+    valid_frame = frame.filter(pl.Series(is_valid))
+    validation: dict[str, dict[str, float]] = {}
+    for name, column in ORDERINGS.items():
+        if valid_frame.height and valid_frame[column].is_not_null().any() and not valid_frame[column].is_nan().all():
+            m = group_metrics(groups[is_valid], ordering_scores(valid_frame, column), labels[is_valid], positives)
+            validation[name] = {"hit": round(m.hit, 4), "ndcg": round(m.ndcg, 4)}
+    best_single = max(validation, key=lambda n: (validation[n]["ndcg"], validation[n]["hit"]), default=fallback)
+    common = dict(train_groups=train_groups, valid_groups=valid_groups, positives=int(labels.sum()))
+    if train_groups < MIN_GROUPS or valid_groups < max(MIN_GROUPS // 3, 1):
+        name = best_single if validation else fallback
+        return FitResult(Ranker("ordering", ordering=name, fit_baskets=fit_baskets),
+                         f"{train_groups + valid_groups} label groups with an answer in the pool (< {MIN_GROUPS} "
+                         f"to fit a model): ordered by {name}", validation, {}, rounds=0, **common)
+
+    import lightgbm as lgb  # type: ignore[import-untyped]
+
+    x = matrix(frame)
+    train = lgb.Dataset(x[is_train], labels[is_train], group=_sizes(groups[is_train]), feature_name=list(FEATURES),
+                        free_raw_data=False)
+    valid = lgb.Dataset(x[is_valid], labels[is_valid], group=_sizes(groups[is_valid]), reference=train)
+    booster = lgb.train(dict(PARAMS), train, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
+                        callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
+    rounds = int(booster.best_iteration or booster.current_iteration())
+    raw = np.asarray(booster.predict(x[is_valid], num_iteration=rounds), dtype=np.float32)
+    model_metrics = group_metrics(groups[is_valid], raw, labels[is_valid], positives)
+    validation = {"learned ranker": {"hit": round(model_metrics.hit, 4), "ndcg": round(model_metrics.ndcg, 4)},
+                  **validation}
+    gains = booster.feature_importance("gain", iteration=rounds)
+    total = float(gains.sum()) or 1.0
+    importances = {name: round(float(g) / total, 4) for name, g in sorted(zip(FEATURES, gains, strict=True),
+                                                                          key=lambda kv: -kv[1]) if g > 0}
+    single = validation.get(best_single, {"ndcg": -1.0, "hit": -1.0})
+    if model_metrics.ndcg < single["ndcg"]:
+        return FitResult(Ranker("ordering", ordering=best_single, fit_baskets=fit_baskets),
+                         f"the learned ranker (NDCG@{K} {model_metrics.ndcg:.3f}) lost to {best_single} "
+                         f"({single['ndcg']:.3f}) on held-back label groups: ordered by {best_single}",
+                         validation, importances, rounds=rounds, **common)
+    final = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+    platt = Platt.fit(raw, labels[is_valid])
+    return FitResult(Ranker("lambdarank", booster=final, platt=platt, fit_baskets=fit_baskets),
+                     f"learned ranker: NDCG@{K} {model_metrics.ndcg:.3f} vs {single['ndcg']:.3f} for the best "
+                     f"single ordering ({best_single}) on {valid_groups} held-back label groups",
+                     validation, importances, rounds=rounds, **common)
+
+
+def _sizes(groups: npt.NDArray[np.int64]) -> list[int]:
+    if not len(groups):
+        return []
+    change = np.flatnonzero(np.diff(groups)) + 1
+    bounds = np.concatenate([[0], change, [len(groups)]])
+    return np.diff(bounds).tolist()
+
+
