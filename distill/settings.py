@@ -48,7 +48,10 @@ class DistillSettings(BaseSettings):
     llm_budget_usd: float | None = Field(default=None, ge=0)
     llm_budget_tokens: int | None = Field(default=None, ge=0)
     enrich_batch_size: int = Field(default=8, ge=1, description="products per enrichment prompt")
-    verify_batch_size: int = Field(default=10, ge=1, description="candidate pairs per verification prompt")
+    verify_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="at most this many candidate pairs per verification prompt (unset: all of one product's "
+                    "shortlisted pairs in one prompt)")
 
     # --- graph shape -----------------------------------------------------------------------------------
     max_complements: int = Field(default=10, ge=1)

@@ -97,20 +97,33 @@ class ProposeAnswer(BaseModel):
     substitutes: list[Proposal] = Field(default_factory=list, max_length=20)
 
 
-class Judgement(BaseModel):
+REASON_MIN_SCORE: Final = 0.5
+"""The judge writes a reason only for a pair it scores at least this ("more likely than not"): those are the
+pairs that can be served on the judge's word; every other served edge is explained by its evidence (template
+reasons), so a reason for an unlikely pair would be output tokens paid for nothing."""
+
+
+class PairScore(BaseModel):
+    """One judged candidate of the prompt's source: its id, a score, and a reason when the score is high."""
+
     model_config = _ANSWER
 
-    source: str = Field(min_length=1, max_length=256)
-    target: str = Field(min_length=1, max_length=256)
-    kind: RelationKind
+    id: str = Field(min_length=1, max_length=256)
     score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
-    reason: str = Field(min_length=1, max_length=300)
+    reason: str | None = Field(default=None, max_length=300)
 
 
 class VerifyAnswer(BaseModel):
+    """The compact verify answer (verify-v3): the source once, then per kind the candidates' ids and scores."""
+
     model_config = _ANSWER
 
-    judgements: list[Judgement]
+    source: str = Field(min_length=1, max_length=256)
+    complements: list[PairScore] = Field(default_factory=list)
+    substitutes: list[PairScore] = Field(default_factory=list)
+
+    def judgements(self) -> list[tuple[RelationKind, PairScore]]:
+        return [*(("complement", p) for p in self.complements), *(("substitute", p) for p in self.substitutes)]
 
 
 # ============================================================================================ prompt builders
@@ -151,20 +164,25 @@ _PROPOSE_SYSTEM = (
 )
 
 VERIFY_NAME: Final[str] = "verify"
-VERIFY_VERSION: Final[str] = "verify-v2"
-"""v2: a complement's score is how likely the candidate lands in the same basket (accessory or variety alike),
-the question the graph is judged by; v1 asked 'for the same use', which scored real basket mates low."""
+VERIFY_VERSION: Final[str] = "verify-v3"
+"""v3: one prompt holds all of a product's shortlisted candidates, grouped by kind (no `kind` per pair), and the
+answer is compact: the source id once, then per candidate only its id and a two-decimal score, with a reason
+only for scores >= REASON_MIN_SCORE (v2 copied source, target, kind and a reason for every pair: most of its
+output tokens went to pairs that are never served). v2: a complement's score is how likely the candidate lands
+in the same basket (accessory or variety alike), the question the graph is judged by; v1 asked 'for the same
+use', which scored real basket mates low."""
 _VERIFY_SYSTEM = (
     "You judge candidate relations between products of one shop. " + _DATA_RULE + " "
-    "The data holds one `source` product and `pairs`, each a `candidate` product and a `kind`: "
-    "for 'complement' the `score` is how likely a shopper who buys the source puts the candidate in the same "
+    "The data holds one `source` product and its candidate `complements` and `substitutes` (lists of products). "
+    "For a complement the `score` is how likely a shopper who buys the source puts the candidate in the same "
     "basket (an accessory or consumable for it, or another variety of the same kind bought alongside it, "
-    "such as a second flavour); for 'substitute' it is how likely the candidate is bought instead of the "
-    "source (a comparable item). For every pair return "
-    "`source` and `target` (the candidate's id), both copied exactly, the `kind`, a `score` from 0 (unlikely "
-    "or incompatible) to 1 (very likely), and a one-line `reason` a shopper would understand. "
-    'Answer with JSON only: {"judgements": [{"source": "...", "target": "...", "kind": "complement", '
-    '"score": 0.0, "reason": "..."}]}'
+    "such as a second flavour); for a substitute it is how likely the candidate is bought instead of the "
+    "source (a comparable item). Return `source`, the source's id copied exactly, and for every candidate, in "
+    "the list of its kind, its `id` copied exactly and a `score` from 0 (unlikely or incompatible) to 1 (very "
+    f"likely) with at most two decimals. Only when the score is {REASON_MIN_SCORE} or more add a one-line `reason` "
+    "a shopper would understand; omit `reason` otherwise. "
+    'Answer with JSON only: {"source": "...", "complements": [{"id": "...", "score": 0.8, "reason": "..."}, '
+    '{"id": "...", "score": 0.1}], "substitutes": [{"id": "...", "score": 0.3}]}'
 )
 
 PROMPT_VERSIONS: Final[dict[str, str]] = {
@@ -232,19 +250,18 @@ def propose_prompt(
 def verify_prompt(
     source: Product, candidates: Sequence[tuple[Product, RelationKind]]
 ) -> RenderedPrompt[VerifyAnswer]:
-    """One source product and some of its candidates: the source is shown once (tokens), and a prompt about
-    one source renders identically night after night while its candidates stay the same (cache hits)."""
+    """One source product and its candidates, grouped by kind: the source is shown once (tokens), and a prompt
+    about one source renders identically night after night while its candidates stay the same (cache hits)."""
     if not candidates:
         raise ValueError("a verify prompt needs at least one candidate")
     if any(c.id == source.id for c, _ in candidates):
         raise ValueError("a product is not its own candidate")
-    payload = {
-        "source": product_view(source, enriched=True),
-        "pairs": [
-            {"candidate": product_view(c, enriched=True, description_chars=_CANDIDATE_DESCRIPTION_CHARS), "kind": kind}
-            for c, kind in candidates
-        ],
-    }
+    payload: dict[str, Any] = {"source": product_view(source, enriched=True)}
+    for kind, key in (("complement", "complements"), ("substitute", "substitutes")):
+        views = [product_view(c, enriched=True, description_chars=_CANDIDATE_DESCRIPTION_CHARS)
+                 for c, k in candidates if k == kind]
+        if views:
+            payload[key] = views
     ids = tuple(dict.fromkeys((source.id, *(c.id for c, _ in candidates))))
     return RenderedPrompt(
         name=VERIFY_NAME,

@@ -44,7 +44,8 @@ from distill.run.state import (
 )
 from distill.stages.scoring import Source, best_per_source, prescore, to_relation
 from distill.settings import DistillSettings
-from distill.stages.verify import shortlist, verify
+from distill.stages.verify import verify
+from distill.stages.verify_plan import judge_depth, plan_verification
 from graph_schema.models import (
     GraphVersion,
     Product,
@@ -81,7 +82,6 @@ CATEGORY_FANOUT = 8
 CATEGORY_PER_CATEGORY = 4
 SUBSTITUTE_MIN_SIMILARITY = 0.3
 AFFINITY_MIN_SIMILARITY = 0.5
-VERIFY_EXTRA = 5
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def run_pipeline(
     elif embeddings is not None:
         started = time.perf_counter()
         from_similarity = cand.similarity_candidates(
-            targets, embeddings, members=members, per_product=settings.max_substitutes + VERIFY_EXTRA,
+            targets, embeddings, members=members, per_product=judge_depth(settings.max_substitutes),
             min_similarity=SUBSTITUTE_MIN_SIMILARITY)
         from_similarity += [] if not llm else cand.affinity_candidates(
             targets, embeddings, leaf={p.id: p.leaf_category for p in products}, per_product=settings.max_complements,
@@ -351,14 +351,19 @@ def run_pipeline(
         judged = candidates_from_frame(run.read_frame("verify"))
     elif llm:
         assert gateway is not None
-        chosen = shortlist(
-            [c for c in pool if not (c.kind == "complement" and c.near_duplicate)],
-            lambda c: prescore(c, available),
-            per_source={"complement": settings.max_complements + VERIFY_EXTRA,
-                        "substitute": settings.max_substitutes + VERIFY_EXTRA})
+        # Only pairs that can reach a served list are judged: the rank stage's own ordering without the judge.
+        depth = judge_depth(settings.max_complements)
+        with _status(progress, f"verify: shortlisting {depth} complements for {len(targets)} products"):
+            reachable = _rank(enriched, interactions, embeddings, targets, pool,
+                              settings.model_copy(update={"max_complements": depth}), run_id, None, by_id)
+        plan = plan_verification(pool, reachable.relations, prescore=lambda c: prescore(c, available),
+                                 max_substitutes=settings.max_substitutes, leaf=leaf, targets=target_ids)
+        state.report.notes.append(f"verify shortlist: per product the {depth} best complements by the ranker "
+                                  f"without the judge ({reachable.summary.reason}) and the "
+                                  f"{judge_depth(settings.max_substitutes)} best substitutes by the formula")
         with state.guard("verify"):
-            verified = verify(pool, chosen, by_id, gateway, batch_size=settings.verify_batch_size,
-                              progress=progress)
+            verified = verify([*pool, *plan.added], plan.to_judge, by_id, gateway,
+                              batch_size=settings.verify_batch_size, progress=progress)
         if verified.pending:
             return stop("verify", list(verified.pending), enriched)
         judged = verified.candidates

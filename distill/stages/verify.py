@@ -1,9 +1,12 @@
-"""Verify stage: the model judges (product, candidate, kind) pairs in batches, a score in [0, 1] and a
-one-line reason. Only pairs the prompt asked about are accepted; the model cannot add an edge, only rate one.
+"""Verify stage: the model judges (product, candidate, kind) pairs, all of one product's shortlisted pairs in
+one prompt (split only beyond `batch_size`): a score in [0, 1] per pair and a one-line reason for the pairs it
+scores >= REASON_MIN_SCORE. Only pairs the prompt asked about are accepted; the model cannot add an edge, only
+rate one. Which pairs are worth a judgement is decided before (`distill.stages.verify_plan`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -11,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from distill.candidates.model import Candidate
+from distill.llm.prompts import REASON_MIN_SCORE, RenderedPrompt, VerifyAnswer, verify_prompt
 from distill.stages.common import call_llm, stage_report
-from distill.llm.prompts import RenderedPrompt, VerifyAnswer, verify_prompt
 from graph_schema.models import Product, Rejection, StageReport
 
 if TYPE_CHECKING:
@@ -45,18 +48,20 @@ def shortlist(
     return chosen
 
 
-def source_batches(ordered: Sequence[Candidate], batch_size: int) -> list[list[Candidate]]:
-    """Batches never mix source products: a source whose candidates did not change renders the same prompt
-    as last night and is answered from the cache, so an incremental run pays only for what changed."""
+def source_batches(ordered: Sequence[Candidate], batch_size: int | None) -> list[list[Candidate]]:
+    """One batch per source product (`batch_size` None), or its pairs in chunks of `batch_size`. Batches never
+    mix source products: a source whose candidates did not change renders the same prompt as last night and
+    is answered from the cache, so an incremental run pays only for what changed."""
     by_source: dict[str, list[Candidate]] = defaultdict(list)
     for candidate in ordered:
         by_source[candidate.source].append(candidate)
-    return [pairs[i:i + batch_size] for _, pairs in sorted(by_source.items()) for i in range(0, len(pairs), batch_size)]
+    return [pairs[i:i + (batch_size or len(pairs))] for _, pairs in sorted(by_source.items())
+            for i in range(0, len(pairs), batch_size or len(pairs))]
 
 
 def verify(
     candidates: Sequence[Candidate], to_judge: Sequence[Candidate], products_by_id: Mapping[str, Product],
-    gateway: LLMGateway, *, batch_size: int, progress: bool = True,
+    gateway: LLMGateway, *, batch_size: int | None, progress: bool = True,
 ) -> VerifyResult:
     started = time.perf_counter()
     ordered = sorted(to_judge, key=lambda c: (c.source, c.kind, c.target))
@@ -68,25 +73,34 @@ def verify(
     calls = call_llm(gateway, prompts, stage=STAGE, progress=progress, per_item=False)
     answers = {id(prompt): answer for prompt, answer in calls.answered}
     rejections = list(calls.rejections)
-    judged: dict[tuple[str, str, str], tuple[float, str, str | None]] = {}
+    judged: dict[tuple[str, str, str], tuple[float, str | None, str | None]] = {}
     for batch, prompt in zip(batches, prompts, strict=True):
         answer = answers.get(id(prompt))
         if answer is None:
             continue
         answered_by = calls.models.get(id(prompt))  # provenance: who judged, not who was configured
         asked = {c.key for c in batch}
-        for item in answer.judgements:
-            key = (item.source, item.target, item.kind)
+        source = batch[0].source
+        for kind, item in answer.judgements():
+            key = (answer.source, item.id, kind)
+            raw = json.dumps({"source": answer.source, "kind": kind, **item.model_dump(exclude_none=True)},
+                             ensure_ascii=False)[:2000]
             if key not in asked:
                 # A pair the prompt never asked about: an invented edge, e.g. obeying injected catalog text.
-                rejections.append(Rejection(stage=STAGE, item=f"{item.source[:120]}->{item.target[:120]}",
-                                            reason="pair not in prompt", raw=item.model_dump_json()[:2000]))
+                rejections.append(Rejection(stage=STAGE, item=f"{answer.source[:120]}->{item.id[:120]}",
+                                            reason="pair not in prompt", raw=raw))
                 continue
             if key in judged:
-                rejections.append(Rejection(stage=STAGE, item=f"{item.source}->{item.target}",
-                                            reason="duplicate judgement", raw=item.model_dump_json()[:2000]))
+                rejections.append(Rejection(stage=STAGE, item=f"{source}->{item.id}",
+                                            reason="duplicate judgement", raw=raw))
                 continue
-            judged[key] = (item.score, " ".join(item.reason.split())[:300], answered_by)
+            reason = " ".join((item.reason or "").split())[:300] or None
+            if reason is None and item.score >= REASON_MIN_SCORE:
+                # Kept without the reason the prompt asks for: the score counts, the edge is explained by its
+                # evidence (template reasons) like any unjudged one, and the omission is recorded.
+                rejections.append(Rejection(stage=STAGE, item=f"{source}->{item.id}",
+                                            reason="no reason for a high score", raw=raw))
+            judged[key] = (item.score, reason, answered_by)
         for cand in batch:
             if cand.key not in judged:
                 rejections.append(Rejection(stage=STAGE, item=f"{cand.source}->{cand.target}",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from distill.llm.prompts import parse_data_block
+from distill.llm.prompts import REASON_MIN_SCORE, parse_data_block
 from tests.fakes.openai_server import first_user_content
 
 Responder = Callable[[dict[str, Any]], str]
@@ -61,7 +61,7 @@ def _strings(value: Any) -> list[str]:
 def _injected_json(payload: Any) -> str | None:
     """What a gullible model would output: a JSON object that follows an injection phrase, preferring one
     shaped like this prompt's answer (an attacker writes the format the model is asked for)."""
-    expected = ("products" if "products" in payload else "judgements" if "pairs" in payload else "complements")
+    expected = ("products" if "products" in payload else "source" if "source" in payload else "complements")
     found: list[dict[str, Any]] = []
     for text in _strings(payload):
         match = INJECTION.search(text)
@@ -133,29 +133,35 @@ def propose_answer(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_answer(payload: dict[str, Any]) -> dict[str, Any]:
-    judgements = []
+    """The compact verify answer (verify-v3): ids and two-decimal scores per kind, a reason only for a score of
+    at least REASON_MIN_SCORE, as the prompt asks."""
     source = payload.get("source", {})
-    for pair in payload.get("pairs", []):
-        candidate, kind = pair["candidate"], pair["kind"]
-        a = tokens(source.get("title")) | tokens(source.get("brand"))
-        b = tokens(candidate.get("title")) | tokens(candidate.get("brand"))
-        overlap = len(a & b) / max(len(a | b), 1)
-        same_leaf = _leaf(source) == _leaf(candidate) and _leaf(source) != ""
-        if kind == "substitute":
-            score = min(1.0, 0.3 * same_leaf + 0.2 + 0.7 * overlap)
-        else:
-            score = min(1.0, (0.15 if same_leaf else 0.45) + 0.8 * overlap)
-        shared = ", ".join(sorted(a & b)[:3])
-        reason = f"shares {shared}" if shared else ("same shelf" if same_leaf else "different but related use")
-        judgements.append({"source": source["id"], "target": candidate["id"], "kind": kind,
-                           "score": round(score, 3), "reason": reason})
-    return {"judgements": judgements}
+    a = tokens(source.get("title")) | tokens(source.get("brand"))
+    out: dict[str, Any] = {"source": source["id"]}
+    for key in ("complements", "substitutes"):
+        judged = []
+        for candidate in payload.get(key, []):
+            b = tokens(candidate.get("title")) | tokens(candidate.get("brand"))
+            overlap = len(a & b) / max(len(a | b), 1)
+            same_leaf = _leaf(source) == _leaf(candidate) and _leaf(source) != ""
+            if key == "substitutes":
+                score = min(1.0, 0.3 * same_leaf + 0.2 + 0.7 * overlap)
+            else:
+                score = min(1.0, (0.15 if same_leaf else 0.45) + 0.8 * overlap)
+            item: dict[str, Any] = {"id": candidate["id"], "score": round(score, 2)}
+            if item["score"] >= REASON_MIN_SCORE:
+                shared = ", ".join(sorted(a & b)[:3])
+                item["reason"] = f"shares {shared}" if shared else ("same shelf" if same_leaf else "different but related use")
+            judged.append(item)
+        if judged:
+            out[key] = judged
+    return out
 
 
 def answer(payload: Any) -> dict[str, Any]:
     if isinstance(payload, dict) and "products" in payload:
         return enrich_answer(payload)
-    if isinstance(payload, dict) and "pairs" in payload:
+    if isinstance(payload, dict) and "source" in payload:
         return verify_answer(payload)
     if isinstance(payload, dict) and "product" in payload:
         return propose_answer(payload)
