@@ -353,6 +353,7 @@ def run_pipeline(
         assert gateway is not None
         # Only pairs that can reach a served list are judged: the rank stage's own ordering without the judge.
         depth = judge_depth(settings.max_complements)
+        started = time.perf_counter()
         with _status(progress, f"verify: shortlisting {depth} complements for {len(targets)} products"):
             reachable = _rank(enriched, interactions, embeddings, targets, pool,
                               settings.model_copy(update={"max_complements": depth}), run_id, None, by_id)
@@ -368,7 +369,9 @@ def run_pipeline(
             return stop("verify", list(verified.pending), enriched)
         judged = verified.candidates
         run.write_frame("verify", candidates_frame(judged))
-        state.done(verified.report, verified.rejections)
+        # the stage's wall time includes choosing its pairs (a rank pass over every product)
+        state.done(verified.report.model_copy(update={"wall_seconds": time.perf_counter() - started}),
+                   verified.rejections)
     else:
         judged = pool
         run.write_frame("verify", candidates_frame(judged))

@@ -49,7 +49,7 @@ SHAPING_SETTINGS: Final[dict[str, str]] = {
     "max_complements": "behaviour",  # candidate pool sizes per product, then the shortlist and the caps
     "max_substitutes": "similarity",
     "verify_batch_size": "verify",
-    "use_learned_ranker": "rank",
+    "use_learned_ranker": "verify",  # the verify shortlist is the ranker's order without the judge
     "min_score": "prune",
     "min_complement_score": "prune",
 }

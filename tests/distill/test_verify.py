@@ -259,3 +259,28 @@ def test_every_served_edge_has_reasons_and_a_kept_judgement_brings_its_own(verif
     judge_words = ("shares ", "same shelf", "different but related use")
     assert all(r.reasons[0].startswith(judge_words) for r in high)
     assert not any(reason.startswith(judge_words) for r in low for reason in r.reasons)
+
+
+def test_the_plan_takes_the_ranker_pairs_adds_the_missing_ones_and_skips_near_duplicates() -> None:
+    from distill.verify_plan import RANKER_ORIGIN, plan_verification
+    from graph_schema.models import Provenance, Relation
+
+    def served(source: str, target: str) -> Relation:
+        return Relation(source=source, target=target, kind="complement", score=0.5, reasons=("r",),
+                        provenance=Provenance(run_id="x", stage="rank:text"))
+
+    twin = cand("S1", "C1").model_copy(update={"near_duplicate": True})
+    unreached = cand("S1", "C5")  # in the pool, best by the formula, but the ranker does not reach it
+    subs = [cand("S1", f"C{i}", "substitute") for i in range(6)]
+    pool = [cand("S1", "C0"), twin, unreached, *subs, cand("S2", "C0")]
+    plan = plan_verification(
+        pool, [served("S1", "C0"), served("S1", "C1"), served("S1", "C2"), served("S2", "C0")],
+        prescore=lambda c: 1.0 if c.target == "C5" else int(c.target[1]) / 10, max_substitutes=2,
+        leaf={p.id: p.leaf_category for p in PRODUCTS}, targets={"S1"})
+    keys = [c.key for c in plan.to_judge]
+    assert keys[:2] == [("S1", "C0", "complement"), ("S1", "C2", "complement")]  # twin skipped, S2 not a target
+    assert [c.key for c in plan.added] == [("S1", "C2", "complement")]
+    assert plan.added[0].origins == (RANKER_ORIGIN,) and not plan.added[0].same_leaf  # phone -> case
+    assert ("S1", "C5", "complement") not in keys
+    # substitutes: judge_depth(2) = 3 best by the formula without the judge
+    assert keys[2:] == [("S1", "C5", "substitute"), ("S1", "C4", "substitute"), ("S1", "C3", "substitute")]
