@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from distill import prompts
-from distill.cache import ResponseCache
-from distill.candidates import Candidate
-from distill.llm import LLMGateway
-from distill.pipeline import DistillResult, run_pipeline
-from distill.prompts import REASON_MIN_SCORE, VerifyAnswer, parse_data_block, verify_prompt
+from distill.llm import prompts
+from distill.llm.cache import ResponseCache
+from distill.candidates.model import Candidate
+from distill.llm.gateway import LLMGateway
+from distill.run.pipeline import DistillResult, run_pipeline
+from distill.llm.prompts import REASON_MIN_SCORE, VerifyAnswer, parse_data_block, verify_prompt
 from distill.settings import DistillSettings
-from distill.verify import verify
-from distill.verify_plan import judge_depth
+from distill.stages.verify import verify
+from distill.stages.verify_plan import judge_depth
 from graph_schema.models import Product
 from tests.fakes.openai_server import FakeOpenAIServer, first_user_content
 from tests.fakes.responders import HashingEncoder, catalog_responder, sample_subset
@@ -178,7 +178,7 @@ def test_each_prompt_text_is_pinned_to_its_version() -> None:
 @pytest.fixture(scope="module")
 def verified_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run with the model; the rank passes are recorded: the first is the verify stage's shortlist."""
-    import distill.pipeline as pipeline
+    import distill.run.pipeline as pipeline
 
     products, interactions = sample_subset(("Phones", "Cameras"), limit=40)
     tmp = tmp_path_factory.mktemp("verify-run")
@@ -241,8 +241,8 @@ def test_only_pairs_that_can_reach_a_served_list_are_sent(verified_run) -> None:
 
 
 def _read_pool(result: DistillResult) -> list[Candidate]:
-    from distill.candidates import candidates_from_frame
-    from distill.runs import RunDir
+    from distill.candidates.model import candidates_from_frame
+    from distill.run.state import RunDir
 
     return candidates_from_frame(RunDir(result.run_dir).read_frame("candidates"))
 
@@ -262,7 +262,7 @@ def test_every_served_edge_has_reasons_and_a_kept_judgement_brings_its_own(verif
 
 
 def test_the_plan_takes_the_ranker_pairs_adds_the_missing_ones_and_skips_near_duplicates() -> None:
-    from distill.verify_plan import RANKER_ORIGIN, plan_verification
+    from distill.stages.verify_plan import RANKER_ORIGIN, plan_verification
     from graph_schema.models import Provenance, Relation
 
     def served(source: str, target: str) -> Relation:
