@@ -111,11 +111,8 @@ def _ready(model: str) -> None:
 def _unlogged() -> AbstractContextManager[None]:
     """litellm's "internal sub-call" context: no success logging and no billing record for the call (the
     gateway counts tokens and cost itself). Its absence in another litellm release only costs CPU."""
-    try:
-        from litellm._internal_context import internal_sub_call
-    except ImportError:
-        return nullcontext()
-    return internal_sub_call()
+    internal_sub_call = getattr(getattr(_litellm(), "_internal_context", None), "internal_sub_call", None)
+    return internal_sub_call() if callable(internal_sub_call) else nullcontext()
 
 
 @functools.cache
