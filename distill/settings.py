@@ -47,6 +47,9 @@ class DistillSettings(BaseSettings):
     llm_temperature: float = 0.0
     llm_budget_usd: float | None = Field(default=None, ge=0)
     llm_budget_tokens: int | None = Field(default=None, ge=0)
+    llm_batch_poll_s: float = Field(default=30.0, gt=0, description="provider batch API: first wait between polls")
+    llm_batch_poll_max_s: float = Field(
+        default=600.0, gt=0, description="provider batch API: longest wait between polls (the wait grows x1.5)")
     enrich_batch_size: int = Field(default=8, ge=1, description="products per enrichment prompt")
     verify_batch_size: int | None = Field(
         default=None, ge=1,

@@ -279,6 +279,10 @@ def distill(
     to: StoreOpt = None,
     export_batch: ExportBatchOpt = None,
     import_batch: ImportBatchOpt = None,
+    batch_api: Annotated[bool, typer.Option(
+        "--batch-api", help="Answer every LLM stage through the provider's batch API (submit, poll, import; "
+        "half price, hours not minutes). Re-run the same command after a stop: it resumes the batch in flight.",
+    )] = False,
     max_rejected: MaxRejectedOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -288,6 +292,7 @@ def distill(
 
     Example: shelfgraph distill shelfgraph/sample/catalog.csv --orders shelfgraph/sample/orders.csv --publish
     Example: SHELFGRAPH_LLM_MODEL=openai/gpt-4o-mini shelfgraph distill catalog.csv --export-batch batch.jsonl
+    Example: SHELFGRAPH_LLM_MODEL=openai/gpt-4o-mini shelfgraph distill catalog.csv --batch-api --publish
     """
     from distill.run import batch, pipeline
 
@@ -303,12 +308,20 @@ def distill(
         count = _run(lambda: batch.export_batch(products, interactions, settings, export_batch))
         out.print(f"wrote {count} pending requests to {export_batch}; run them, then --import-batch the output")
         return
-    gateway = _run(lambda: pipeline.make_gateway(settings))
-    result = _run(
-        lambda: pipeline.run_pipeline(
-            products, interactions, settings, gateway=gateway, run_id=run_id, progress=progress
+    if batch_api:
+        from distill.run.batch_api import run_batch_api
+
+        def echo(message: str) -> None:
+            out.print(message, markup=False, highlight=False)
+
+        result = _run(lambda: run_batch_api(products, interactions, settings, echo=echo)).result
+    else:
+        gateway = _run(lambda: pipeline.make_gateway(settings))
+        result = _run(
+            lambda: pipeline.run_pipeline(
+                products, interactions, settings, gateway=gateway, run_id=run_id, progress=progress
+            )
         )
-    )
     _print_report(result.report)
     out.print(f"run [bold]{result.run_id}[/]: {len(result.relations)} relations, outputs in {result.run_dir}")
     if publish:

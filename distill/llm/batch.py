@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -39,6 +39,21 @@ class ImportReport:
     unmatched: tuple[str, ...] = ()
     """custom_ids that match none of the given prompts (a stale file or other prompts)."""
     usage: LLMUsage = field(default_factory=LLMUsage)
+    failed: tuple[FailedLine, ...] = ()
+    answered: tuple[str, ...] = ()
+    """custom_ids whose answer validated and is now cached."""
+
+
+@dataclass(frozen=True)
+class FailedLine:
+    """A batch request without a usable answer, as import_batch saw it, for the caller to retry or reject."""
+
+    custom_id: str
+    kind: Literal["invalid_output", "http_error", "not_run"]
+    status_code: int | None = None
+    content: str | None = None
+    """invalid_output: the model's answer (the live repair prompt shows it back to the model)."""
+    error: str = ""
 
 
 class BatchFiles:
@@ -96,6 +111,7 @@ class BatchFiles:
         entries: list[CacheEntry] = []
         rejections: list[Rejection] = []
         unmatched: list[str] = []
+        failed: list[FailedLine] = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -110,16 +126,25 @@ class BatchFiles:
                 unmatched.append(custom_id)
                 continue
             response = record.get("response") or {}
+            if not response:
+                # Never ran (the batch expired or was cancelled first): no request was billed.
+                detail = json.dumps(record.get("error"), ensure_ascii=False)[:2000]
+                failed.append(FailedLine(custom_id, "not_run", error=detail))
+                rejections.append(Rejection(stage=stage, item=prompt_item(prompt), reason="batch request not run", raw=detail))
+                continue
             counters.calls += 1
             if record.get("error") or response.get("status_code") != 200:
                 counters.failed_calls += 1
                 detail = json.dumps(record.get("error") or response.get("body"), ensure_ascii=False)[:2000]
+                status = response.get("status_code")
+                failed.append(FailedLine(custom_id, "http_error", status if isinstance(status, int) else None, error=detail))
                 rejections.append(Rejection(stage=stage, item=prompt_item(prompt), reason=f"batch request failed (HTTP {response.get('status_code')})", raw=detail))
                 continue
             try:
                 content, input_tokens, output_tokens = read_response(response["body"])
             except (KeyError, IndexError, TypeError, ValueError):
                 counters.failed_calls += 1
+                failed.append(FailedLine(custom_id, "invalid_output", 200, error="batch response has no message"))
                 rejections.append(Rejection(stage=stage, item=prompt_item(prompt), reason="batch response has no message", raw=line[:2000]))
                 continue
             cost = self._batch_cost(model, input_tokens, output_tokens)
@@ -129,6 +154,7 @@ class BatchFiles:
             value, error = parse_answer(content, prompt.response_model)
             if value is None:
                 counters.failed_calls += 1
+                failed.append(FailedLine(custom_id, "invalid_output", 200, content=content, error=str(error)))
                 rejections.append(Rejection(stage=stage, item=prompt_item(prompt), reason=f"invalid output: {error}"[:2000], raw=content))
                 continue
             assert content is not None
@@ -142,4 +168,5 @@ class BatchFiles:
                          input_tokens=after.input_tokens - before.input_tokens,
                          output_tokens=after.output_tokens - before.output_tokens,
                          cost_usd=after.cost_usd - before.cost_usd)
-        return ImportReport(imported=imported, rejections=tuple(rejections), unmatched=tuple(unmatched), usage=delta)
+        return ImportReport(imported=imported, rejections=tuple(rejections), unmatched=tuple(unmatched), usage=delta,
+                            failed=tuple(failed), answered=tuple(entry.key for entry in entries))

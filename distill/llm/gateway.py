@@ -11,9 +11,8 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal
 
@@ -32,6 +31,7 @@ from distill.llm.answers import FormatLevel, parse_answer, read_response, respon
 from distill.llm.batch import BatchFiles, prompt_item
 from distill.llm.budget import Budget, BudgetStop, StageCounters
 from distill.llm.cache import CacheEntry, ResponseCache, cache_key
+from distill.llm.provider_batch import ProviderBatches
 from distill.llm.prompts import RenderedPrompt, T
 from distill.llm.provider_errors import (
     TRANSIENT_STATUS,
@@ -65,7 +65,9 @@ def _litellm() -> ModuleType:
     litellm.failure_callback = []
     litellm.callbacks = []
     litellm.suppress_debug_info = True
-    litellm.turn_off_message_logging = True
+    # With no callback registered no message is logged anywhere; True made litellm deep-copy and redact every
+    # request and response for loggers that do not exist (~13% of a call's CPU in the profile).
+    litellm.turn_off_message_logging = False
     return litellm
 
 
@@ -77,6 +79,47 @@ def _has_price(model: str) -> bool:
     except Exception:  # noqa: BLE001 - litellm raises assorted types for unmapped models
         return False
     return True
+
+
+@functools.cache
+def _prices(model: str) -> tuple[float, float, float | None, float | None]:
+    """(input, output, batch input, batch output) USD per token from litellm's table, read once per model."""
+    lm = _litellm()
+    if not _has_price(model):
+        return 0.0, 0.0, None, None
+    info = lm.model_cost.get(model) or lm.model_cost.get(lm.get_llm_provider(model)[0]) or {}
+    unit_in, unit_out = lm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    batch_in, batch_out = info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches")
+    return (float(unit_in), float(unit_out), None if batch_in is None else float(batch_in),
+            None if batch_out is None else float(batch_out))
+
+
+@functools.cache
+def _ready(model: str) -> None:
+    """Once per model, before its first completion: read its prices (see _prices), and give a model litellm's
+    price table does not know a zero-price entry, so litellm's cost calculation after every response finds
+    it at once instead of searching the table's generalizations (~11% of a call's CPU in the profile)."""
+    _prices(model)
+    if not _has_price(model):
+        lm = _litellm()
+        provider = lm.get_llm_provider(model)[1]
+        lm.register_model({model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                   "cache_creation_input_token_cost": 0.0, "cache_read_input_token_cost": 0.0,
+                                   "litellm_provider": provider, "mode": "chat"}})
+
+
+def _unlogged() -> AbstractContextManager[None]:
+    """litellm's "internal sub-call" context: no success logging and no billing record for the call (the
+    gateway counts tokens and cost itself). Its absence in another litellm release only costs CPU."""
+    internal_sub_call = getattr(getattr(_litellm(), "_internal_context", None), "internal_sub_call", None)
+    return internal_sub_call() if callable(internal_sub_call) else nullcontext()
+
+
+@functools.cache
+def _provider(model: str, api_base: str | None) -> tuple[str, str | None]:
+    """litellm's provider name and the API base for `model` (the files and batches calls name the provider)."""
+    _, provider, _, base = _litellm().get_llm_provider(model, api_base=api_base)
+    return str(provider), api_base or base
 
 
 @dataclass(frozen=True)
@@ -94,7 +137,7 @@ class CallResult(Generic[T]):
     """Requests sent for this prompt in this run (0 when answered from the cache)."""
 
 
-class LLMGateway(BatchFiles):
+class LLMGateway(BatchFiles, ProviderBatches):
     """Answers prompts with validated values. Construct once per run and share across stages.
 
     Accounting per stage (`usage(stage)`): `calls` = requests sent (every attempt), `failed_calls` = those that
@@ -137,6 +180,8 @@ class LLMGateway(BatchFiles):
         self._breaker = CircuitBreaker(settings.llm_breaker_failures)
         self._rpm = IntervalLimiter(settings.llm_rpm, sleep, clock) if settings.llm_rpm else None
         self._tpm = TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
+        self._live: dict[str, tuple[str, str] | None] = {}  # export mode: cache key -> (bad answer, why) or None
+        self._rejected: dict[str, Rejection] = {}
 
     # --- accounting -----------------------------------------------------------------------------------
     def _stage(self, stage: str) -> StageCounters:
@@ -159,14 +204,20 @@ class LLMGateway(BatchFiles):
         """Prompts that export-mode runs found uncached (to pass to export_batch)."""
         return list(self._pending.values())
 
+    def answer_live(self, key: str, repair: tuple[str, str] | None = None) -> None:
+        """Export mode: answer this request (cache key of the primary model) live instead of leaving it pending:
+        a batch line that failed. `repair` = (the batch's invalid answer, why): the live request starts with
+        the repair prompt, as if the batch answer had been this request's first attempt."""
+        self._live[key] = repair
+
+    def reject_pending(self, key: str, rejection: Rejection) -> None:
+        """Export mode: this request has no answer and will get none (a batch line the provider refused)."""
+        self._rejected[key] = rejection
+
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         """USD from litellm's price table; 0.0 for a model it has no price for (tokens are still counted)."""
-        if not _has_price(model):
-            return 0.0
-        prompt_cost, completion_cost = _litellm().cost_per_token(
-            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
-        )
-        return float(prompt_cost) + float(completion_cost)
+        unit_in, unit_out, _, _ = _prices(model)
+        return unit_in * input_tokens + unit_out * output_tokens
 
     # --- running prompts ------------------------------------------------------------------------------
     def run_many(
@@ -188,8 +239,10 @@ class LLMGateway(BatchFiles):
             if hit is not None:
                 counters.cached_calls += 1
                 results[index] = hit
-            elif self.mode == "export":
-                key = cache_key(self._models[0], prompt)
+            elif self.mode == "export" and (key := cache_key(self._models[0], prompt)) not in self._live:
+                if key in self._rejected:
+                    results[index] = CallResult(prompt, None, self._rejected[key], cached=False)
+                    continue
                 self._pending[key] = prompt
                 results[index] = CallResult(prompt, None, None, cached=False, pending=True)
             else:
@@ -288,6 +341,10 @@ class LLMGateway(BatchFiles):
         base = [{"role": m.role, "content": m.content} for m in prompt.messages]
         messages = base
         attempts = 0
+        seed = self._live.get(cache_key(model, prompt)) if self._live else None
+        if seed is not None:
+            messages = [*base, {"role": "assistant", "content": seed[0]},
+                        {"role": "user", "content": REPAIR_INSTRUCTION.format(error=seed[1])}]
         while True:
             attempts += 1
             level = self._format.get(model, "json_schema")
@@ -372,7 +429,11 @@ class LLMGateway(BatchFiles):
             kwargs["api_base"] = self.settings.llm_api_base
         if self.settings.llm_api_key is not None:
             kwargs["api_key"] = self.settings.llm_api_key.get_secret_value()
-        return await fn(**kwargs)
+        if self._completion_fn is not None:
+            return await fn(**kwargs)
+        _ready(model)
+        with _unlogged():
+            return await fn(**kwargs)
 
     def _translate(self, exc: Exception, model: str, stage: str) -> LLMError:
         """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
@@ -434,36 +495,36 @@ class LLMGateway(BatchFiles):
         return str(_litellm().get_llm_provider(model)[0])
 
     def _batch_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        # Batch prices are usually half the live ones; litellm's table has them for the providers that offer it.
-        lm = _litellm()
-        info = lm.model_cost.get(lm.get_llm_provider(model)[0]) or lm.model_cost.get(model) or {}
-        batch_in, batch_out = info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches")
+        # Without a batch price in the table the live price is counted: an over-estimate, never an under-one.
+        _, _, batch_in, batch_out = _prices(model)
         if batch_in is not None and batch_out is not None:
-            return float(batch_in) * input_tokens + float(batch_out) * output_tokens
+            return batch_in * input_tokens + batch_out * output_tokens
         return self.estimate_cost(model, input_tokens, output_tokens)
 
-    def submit_batch(self, path: Path, *, provider: str = "openai") -> str:
-        """Upload a batch input file and start the batch with litellm's files/batches API; returns the batch id.
-        Collect the output file from the provider console or API later and pass it to import_batch.
-        (Untested here: it needs the provider's real batch endpoints.)"""
+    # --- provider batch API (the calls: distill.llm.provider_batch) ----------------------------------
+    def _provider_request(self, what: str, function: str, **kwargs: Any) -> Any:
+        """One litellm files/batches call (`function`, e.g. "create_batch") for the primary model's provider,
+        with the gateway's typed retries (429, 5xx, timeouts, connection errors). litellm's synchronous
+        calls: no event loop outlives a call with pooled connections bound to it."""
         lm = _litellm()
-        extra: dict[str, Any] = {}
-        if self.settings.llm_api_base:
-            extra["api_base"] = self.settings.llm_api_base
+        model = self._models[0]
+        provider, api_base = _provider(model, self.settings.llm_api_base)
+        extra: dict[str, Any] = {"custom_llm_provider": provider, "max_retries": 0}
+        if api_base:
+            extra["api_base"] = api_base
         if self.settings.llm_api_key is not None:
             extra["api_key"] = self.settings.llm_api_key.get_secret_value()
-
-        async def submit() -> str:
-            with path.open("rb") as handle:
-                uploaded = await lm.acreate_file(file=handle, purpose="batch", custom_llm_provider=provider, **extra)
-            batch = await lm.acreate_batch(completion_window="24h", endpoint="/v1/chat/completions",
-                                           input_file_id=uploaded.id, custom_llm_provider=provider, **extra)
-            return str(batch.id)
-
-        try:
-            return asyncio.run(submit())
-        except Exception as exc:  # noqa: BLE001 - translated into the package's error tree
-            raise LLMError(f"submitting batch {path} to {provider} failed: {type(exc).__name__}: {exc}") from exc
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return getattr(lm, function)(**kwargs, **extra)
+            except Exception as exc:  # noqa: BLE001 - translated into the package's error tree
+                failure = self._translate(exc, model, "batch")
+                if isinstance(failure, TransientLLMError) and attempt < self.settings.llm_max_attempts:
+                    time.sleep(self._delay(attempt, exc))
+                    continue
+                raise type(failure)(f"{what} at {provider} failed: {failure}", cause=failure.cause) from exc
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
