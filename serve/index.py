@@ -34,6 +34,7 @@ from serve.build import (
     parse_json_object,
 )
 from serve.mapped import IdTable, map_index, packed_in_memory, write_index
+from serve.rows import CsrRows, ScoreTables, round_scores
 
 Source = Literal["direct", "via_substitutes", "via_category", "none"]
 """Where complements came from: the product's own edges, the complements of its substitutes, or what
@@ -139,6 +140,10 @@ class _Candidates:
     via: I32 | None  # None = all direct; else -1 = direct, row = the product that lent the edge
 
 
+def _by_score_then_item(hit: tuple[float, int, int, int]) -> tuple[float, int]:
+    return -hit[0], hit[1]
+
+
 _EMPTY_I32 = np.zeros(0, np.int32)
 _EMPTY_F32 = np.zeros(0, np.float32)
 
@@ -147,7 +152,7 @@ class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
     __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
-                 "__weakref__")
+                 "_comp", "_subs", "_cat_comp", "_tables_bytes", "__weakref__")
 
     def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int) -> None:
         """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`."""
@@ -158,6 +163,11 @@ class GraphIndex:
         # cheaper than numpy indexing, and for ten rows cheaper than a gather plus tolist()
         self._cat_of = np.ascontiguousarray(arrays.nodes.category_id, dtype=np.int32).data
         self._price_of = np.ascontiguousarray(arrays.nodes.price, dtype=np.float64).data
+        table = arrays.complements.score_table
+        tables = ScoreTables(table) if table is not None else None
+        self._tables_bytes = tables.nbytes if tables is not None else 0
+        self._comp, self._subs = CsrRows(arrays.complements, tables), CsrRows(arrays.substitutes, tables)
+        self._cat_comp = CsrRows(arrays.category_complements, tables)
         by_name: dict[str, list[int]] = {}
         for cat_id, path in enumerate(arrays.nodes.categories):
             for name in set(path):
@@ -226,7 +236,7 @@ class GraphIndex:
         (interned reasons and categories; computed once)."""
         if self._memory is None:
             a = self._a
-            total = self._shared
+            total = self._shared + self._tables_bytes
             total += sum(sum(sys.getsizeof(s) for s in r) + sys.getsizeof(r) for r in a.reasons)
             total += sum(sum(sys.getsizeof(s) for s in c) + sys.getsizeof(c) for c in a.nodes.categories)
             self._memory = total
@@ -256,8 +266,8 @@ class GraphIndex:
             attributes=parse_json_object(d.attributes_json[row]) if d else {},
             enriched=parse_json_object(d.enriched_json[row]) if d else {},
             keyphrases=tuple(d.keyphrases[row] or ()) if d else (),
-            complement_count=self._degree(self._a.complements, row),
-            substitute_count=self._degree(self._a.substitutes, row),
+            complement_count=self._comp.degree(row),
+            substitute_count=self._subs.degree(row),
         )
 
     def complements(
@@ -273,8 +283,13 @@ class GraphIndex:
     ) -> NeighbourList:
         """Top-k complements. Own edges when the product has any; otherwise those of its substitutes
         (score x substitute score); otherwise its category's list (see `serve.build`)."""
-        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
         row = self._row(product_id)
+        exclude = frozenset(exclude)
+        if min_score <= 0 and category is None and price_min is None and price_max is None and not exclude:
+            lo, hi = self._comp.bounds(row)
+            if hi > lo:  # the common request: own edges, already ranked, just cut
+                return NeighbourList(product_id, "complement", "direct", self._head(self._comp, lo, min(hi, lo + k)))
+        filters = Filters(min_score, category, price_min, price_max, exclude)
         cand = self._complement_candidates(row)
         # own edges never point back (self-loops are dropped at build); fallbacks could
         banned = set() if cand.source == "direct" else {row}
@@ -292,8 +307,12 @@ class GraphIndex:
         exclude: Iterable[str] = frozenset(),
     ) -> NeighbourList:
         """Top-k substitutes from the product's own edges (no fallback: a guessed substitute misleads)."""
-        filters = Filters(min_score, category, price_min, price_max, frozenset(exclude))
         row = self._row(product_id)
+        exclude = frozenset(exclude)
+        if min_score <= 0 and category is None and price_min is None and price_max is None and not exclude:
+            lo, hi = self._subs.bounds(row)
+            return NeighbourList(product_id, "substitute", "direct", self._head(self._subs, lo, min(hi, lo + k)))
+        filters = Filters(min_score, category, price_min, price_max, exclude)
         dst, score, reason = self._slice(self._a.substitutes, row)
         cand = _Candidates("direct", dst, score, reason, None)
         return NeighbourList(product_id, "substitute", "direct", self._top(cand, k, filters, set()))
@@ -315,51 +334,76 @@ class GraphIndex:
         left to fill k; `min_score` applies to the summed score."""
         filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
-        found = [(pid, self._rows.get(pid)) for pid in cart]
+        get_row = self._rows.get
+        found = [(pid, get_row(pid)) for pid in cart]
         known = [pid for pid, row in found if row >= 0]
         unknown = tuple(pid for pid, row in found if row < 0)
         rows = [row for _, row in found if row >= 0]
         if not rows:
             return CartResult((), unknown, ())
+        subs = self._subs
         banned = set(rows)
         for row in rows:
-            banned.update(self._slice(self._a.substitutes, row)[0].tolist())
-        # candidate lists are short (tens per item): filter with numpy, group with a dict
+            banned.update(subs.dst(*subs.bounds(row)))
+        # candidate lists are short (tens per item): plain lists, summed with a dict
+        lists = self._cart_lists(rows, filters)
         totals: dict[int, float] = {}
-        hits: dict[int, list[tuple[float, int, int, int]]] = {}
-        sources: list[Source] = []
-        for i, row in enumerate(rows):
+        total_of = totals.get
+        for _, dst, score, _, _ in lists:
+            for t, sc in zip(dst, score):
+                if t not in banned:
+                    totals[t] = total_of(t, 0.0) + sc
+        # score descending, ties by row: sort the rows, then stably by score alone (list.sort's fast paths
+        # for plain ints and plain floats, no tuples)
+        ranked = sorted(totals) if min_score <= 0 else sorted(t for t, total in totals.items() if total >= min_score)
+        ranked.sort(key=totals.__getitem__, reverse=True)
+        chosen = self._diversify(ranked, k)
+        # the contributions of the chosen few only, in item then list order (then sorted, stably)
+        hits: dict[int, list[tuple[float, int, int, int]]] = {t: [] for t in chosen}
+        for i, (_, dst, score, reason, via) in enumerate(lists):
+            for j, t in enumerate(dst):
+                if t in hits:
+                    hits[t].append((score[j], i, reason[j], via[j] if via is not None else -1))
+        nodes, reasons = self._a.nodes, self._a.reasons
+        ids = nodes.ids
+        categories, cat_of, price_of = nodes.categories, self._cat_of, self._price_of
+        new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
+        items = []
+        for t, pid, title in zip(chosen, ids.take(chosen), nodes.titles.take(chosen)):  # type: ignore[attr-defined]
+            h = hits[t]
+            if len(h) > 1:
+                h.sort(key=_by_score_then_item)
+            goes_with = tuple([
+                new(CartContribution, (known[i], sc, reasons[r], lists[i][0], ids[v] if v >= 0 else None))
+                for sc, i, r, v in h
+            ])
+            c, p = cat_of[t], price_of[t]
+            items.append(new(CartSuggestion, (pid, title, categories[c] if c >= 0 else (), None if p != p else p,
+                                              totals[t], goes_with)))
+        return CartResult(tuple(known), unknown, tuple(items))
+
+    def _cart_lists(
+        self, rows: list[int], filters: Filters
+    ) -> list[tuple[Source, list[int], list[float], list[int], list[int] | None]]:
+        """Per cart item: (source, targets, float32 scores, reason ids, lenders or None), filtered."""
+        comp, plain = self._comp, filters.is_empty()
+        out: list[tuple[Source, list[int], list[float], list[int], list[int] | None]] = []
+        for row in rows:
+            lo, hi = comp.bounds(row)
+            if plain and hi > lo:
+                out.append(("direct", comp.dst(lo, hi), comp.raw_scores(lo, hi), comp.reasons(lo, hi), None))
+                continue
             cand = self._complement_candidates(row)
-            sources.append(cand.source)
             dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
-            if not filters.is_empty():
+            if not plain:
                 keep = np.flatnonzero(self._mask(dst, score, filters, set()))
                 dst, score, reason = dst[keep], score[keep], reason[keep]
                 via = via[keep] if via is not None else None
-            vias = via.tolist() if via is not None else [-1] * len(dst)
-            for t, sc, r, v in zip(dst.tolist(), score.tolist(), reason.tolist(), vias):
-                if t in banned:
-                    continue
-                totals[t] = totals.get(t, 0.0) + sc
-                hits.setdefault(t, []).append((sc, i, r, v))
-        ranked = sorted((t for t, total in totals.items() if total >= min_score), key=lambda t: (-totals[t], t))
-        nodes, reasons = self._a.nodes, self._a.reasons
-        items = []
-        for t in self._diversify(ranked, k):
-            goes_with = tuple(
-                CartContribution(known[i], sc, reasons[r], sources[i], nodes.ids[v] if v >= 0 else None)
-                for sc, i, r, v in sorted(hits[t], key=lambda h: (-h[0], h[1]))
-            )
-            items.append(
-                CartSuggestion(nodes.ids[t], nodes.titles[t], self._category(t), self._price(t), totals[t], goes_with)
-            )
-        return CartResult(tuple(known), unknown, tuple(items))
+            out.append((cand.source, dst.tolist(), score.tolist(), reason.tolist(),
+                        via.tolist() if via is not None else None))
+        return out
 
     # --- internals -------------------------------------------------------------------------------------
-    @staticmethod
-    def _degree(csr: Csr, row: int) -> int:
-        return int(csr.indptr[row + 1] - csr.indptr[row])
-
     @staticmethod
     def _slice(csr: Csr, row: int) -> tuple[I32, F32, I32]:
         lo, hi = int(csr.indptr[row]), int(csr.indptr[row + 1])
@@ -449,21 +493,41 @@ class GraphIndex:
             keep = np.flatnonzero(self._mask(cand.dst, cand.score, f, banned))[:k]
             dst, score, reason = cand.dst[keep], cand.score[keep], cand.reason[keep]
             via = cand.via[keep] if cand.via is not None else None
+        rows = dst.tolist()
+        return self._neighbours(rows, round_scores(score), reason.tolist(), via.tolist() if via is not None else None)
+
+    def _head(self, csr: CsrRows, lo: int, hi: int) -> tuple[Neighbour, ...]:
+        """Edges lo..hi of a CSR as they are stored (already ranked)."""
+        return self._neighbours(csr.dst(lo, hi), csr.rounded_scores(lo, hi), csr.reasons(lo, hi), csr.via(lo, hi))
+
+    def _neighbours(
+        self, rows: list[int], scores: list[float], reason_ids: list[int], vias: list[int] | None
+    ) -> tuple[Neighbour, ...]:
+        """Decode only the rows returned: ids, titles, categories, prices and reasons of these few."""
         nodes, reasons = self._a.nodes, self._a.reasons
         ids, categories, cat_of, price_of = nodes.ids, nodes.categories, self._cat_of, self._price_of
-        rows = dst.tolist()
-        vias = via.tolist() if via is not None else [-1] * len(rows)
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
+        if vias is None:
+            return tuple(
+                new(Neighbour, (pid, title, categories[c] if (c := cat_of[t]) >= 0 else (),
+                                None if (p := price_of[t]) != p else p, s, reasons[r], None))
+                for t, pid, title, s, r in zip(
+                    rows,
+                    ids.take(rows),  # type: ignore[attr-defined]
+                    nodes.titles.take(rows),  # type: ignore[attr-defined]
+                    scores,
+                    reason_ids,
+                )
+            )
         return tuple(
-            new(Neighbour, (pid, title, categories[cat_of[t]] if cat_of[t] >= 0 else (),
-                            None if price_of[t] != price_of[t] else price_of[t], s, reasons[r],
-                            ids[v] if v >= 0 else None))
+            new(Neighbour, (pid, title, categories[c] if (c := cat_of[t]) >= 0 else (),
+                            None if (p := price_of[t]) != p else p, s, reasons[r], ids[v] if v >= 0 else None))
             for t, pid, title, s, r, v in zip(
                 rows,
                 ids.take(rows),  # type: ignore[attr-defined]
                 nodes.titles.take(rows),  # type: ignore[attr-defined]
-                np.round(score.astype(np.float64), 6).tolist(),  # float32 noise digits off, in one call
-                reason.tolist(),
+                scores,
+                reason_ids,
                 vias,
             )
         )
