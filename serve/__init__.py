@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
@@ -17,6 +17,7 @@ from flask import Flask, Response, request
 from serve.api import ServeState, bp
 from serve.errors import SourceUnavailable, register_error_handlers
 from serve.explore import bp as explore_bp
+from serve.fastpath import STARTED, CachedLookups
 from serve.index import GraphIndex
 from serve.loader import GraphSource, IndexHolder, source_from_settings
 from serve.metrics import Metrics
@@ -25,17 +26,6 @@ from serve.settings import ServeSettings
 __all__ = ["create_app", "GraphIndex", "ServeSettings"]
 
 log = logging.getLogger(__name__)
-_T0 = "shelfgraph.started"
-
-
-def _timed(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """Stamps the start time into the WSGI environ (cheaper than a before_request hook and `g`)."""
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        environ[_T0] = time.perf_counter()
-        return wsgi_app(environ, start_response)
-
-    return app
 
 
 class _SyncFlask(Flask):
@@ -83,12 +73,14 @@ def create_app(
     app.register_blueprint(explore_bp)
     register_error_handlers(app)
 
-    app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign]
+    # stamps the start time into the environ (cheaper than a before_request hook and `g`) and answers
+    # cached lookups without entering Flask
+    app.wsgi_app = CachedLookups(app.wsgi_app, holder, metrics)  # type: ignore[method-assign]
 
     @app.after_request
     def _record(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not four
-        started = req.environ.get(_T0)
+        started = req.environ.get(STARTED)
         if started is not None:
             # labels stay bounded: route templates, not paths; known methods only
             rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
