@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from itertools import repeat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,7 +153,7 @@ class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
     __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
-                 "_comp", "_subs", "_cat_comp", "_tables_bytes", "__weakref__")
+                 "_comp", "_subs", "_cat_comp", "_tables_bytes", "_cats", "__weakref__")
 
     def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int) -> None:
         """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`."""
@@ -162,6 +163,7 @@ class GraphIndex:
         # memoryviews over the (mapped) columns: a scalar read is a plain Python int/float, several times
         # cheaper than numpy indexing, and for ten rows cheaper than a gather plus tolist()
         self._cat_of = np.ascontiguousarray(arrays.nodes.category_id, dtype=np.int32).data
+        self._cats = (*arrays.nodes.categories, ())  # category id -1 (uncategorized) indexes the last: ()
         self._price_of = np.ascontiguousarray(arrays.nodes.price, dtype=np.float64).data
         table = arrays.complements.score_table
         tables = ScoreTables(table) if table is not None else None
@@ -503,34 +505,22 @@ class GraphIndex:
     def _neighbours(
         self, rows: list[int], scores: list[float], reason_ids: list[int], vias: list[int] | None
     ) -> tuple[Neighbour, ...]:
-        """Decode only the rows returned: ids, titles, categories, prices and reasons of these few."""
-        nodes, reasons = self._a.nodes, self._a.reasons
-        ids, categories, cat_of, price_of = nodes.ids, nodes.categories, self._cat_of, self._price_of
-        new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
-        if vias is None:
-            return tuple(
-                new(Neighbour, (pid, title, categories[c] if (c := cat_of[t]) >= 0 else (),
-                                None if (p := price_of[t]) != p else p, s, reasons[r], None))
-                for t, pid, title, s, r in zip(
-                    rows,
-                    ids.take(rows),  # type: ignore[attr-defined]
-                    nodes.titles.take(rows),  # type: ignore[attr-defined]
-                    scores,
-                    reason_ids,
-                )
-            )
-        return tuple(
-            new(Neighbour, (pid, title, categories[c] if (c := cat_of[t]) >= 0 else (),
-                            None if (p := price_of[t]) != p else p, s, reasons[r], ids[v] if v >= 0 else None))
-            for t, pid, title, s, r, v in zip(
-                rows,
-                ids.take(rows),  # type: ignore[attr-defined]
-                nodes.titles.take(rows),  # type: ignore[attr-defined]
-                scores,
-                reason_ids,
-                vias,
-            )
-        )
+        """Decode only the rows returned: ids, titles, categories, prices and reasons of these few. Field by
+        field in list comprehensions, then the tuples in C (`map` of tuple.__new__ over `zip`): NamedTuple's
+        own __new__ is a Python function, and a generator frame per row costs as much as the fields."""
+        nodes, reasons, cats = self._a.nodes, self._a.reasons, self._cats
+        ids, cat_of, price_of = nodes.ids, self._cat_of, self._price_of
+        n = len(rows)
+        prices = [price_of[t] for t in rows]
+        return tuple(map(tuple.__new__, repeat(Neighbour, n), zip(
+            ids.take(rows),  # type: ignore[attr-defined]
+            nodes.titles.take(rows),  # type: ignore[attr-defined]
+            [cats[cat_of[t]] for t in rows],
+            [None if p != p else p for p in prices],  # NaN = no price
+            scores,
+            [reasons[r] for r in reason_ids],
+            repeat(None, n) if vias is None else [ids[v] if v >= 0 else None for v in vias],
+        )))
 
     def _diversify(self, ranked: list[int], k: int) -> list[int]:
         """At most ceil(k/2) per category path (uncategorized products share one bucket); when the cap
