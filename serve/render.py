@@ -9,7 +9,7 @@ import json
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from weakref import WeakKeyDictionary
 
 from serve.index import GraphIndex, Neighbour, NeighbourList
@@ -26,6 +26,13 @@ ResponseKey = tuple[str, str, Hashable]
 an alias (kind, id, bytes) of the same body, to skip parsing on a hit; aliases are LRU entries like the
 others and are charged the full body size, so the byte bound holds whatever the mix."""
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_string: Callable[[str], str] = json.encoder.encode_basestring
+"""What `_dumps` does with a str (ensure_ascii=False), minus JSONEncoder.encode's Python-level dispatch."""
+
+
+def _strings(values: tuple[str, ...]) -> str:
+    """`_dumps` of a tuple of strings (a category path, a reason list), byte for byte."""
+    return "[" + ",".join(map(_string, values)) + "]"
 
 
 def _entry_bytes(key: ResponseKey, body: str) -> int:
@@ -91,17 +98,17 @@ class Renderer:
         head = self._products.get(n.product_id)
         if head is None:
             head = (
-                f'{{"product_id":{_dumps(n.product_id)},"title":{_dumps(n.title)},'
-                f'"category":{_dumps(n.category)},"price":{_dumps(n.price)},"score":'
+                f'{{"product_id":{_string(n.product_id)},"title":{_string(n.title)},'
+                f'"category":{_strings(n.category)},"price":{_dumps(n.price)},"score":'
             )
             if len(self._products) < MAX_MEMO:
                 self._products[n.product_id] = head
         reasons = self._reasons.get(n.reasons)
         if reasons is None:
-            reasons = _dumps(n.reasons)
+            reasons = _strings(n.reasons)
             if len(self._reasons) < MAX_MEMO:
                 self._reasons[n.reasons] = reasons
-        via = "null" if n.via is None else _dumps(n.via)
+        via = "null" if n.via is None else _string(n.via)
         return f'{head}{n.score!r},"reasons":{reasons},"via":{via}}}'
 
     def neighbours(self, result: NeighbourList, version: str) -> str:
