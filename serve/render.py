@@ -6,6 +6,7 @@ and encoding them again. Output is the same JSON `serve.openapi` documents for N
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -28,6 +29,13 @@ others and are charged the full body size, so the byte bound holds whatever the 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _string: Callable[[str], str] = json.encoder.encode_basestring
 """What `_dumps` does with a str (ensure_ascii=False), minus JSONEncoder.encode's Python-level dispatch."""
+
+
+def _number(value: float | None) -> str:
+    """`_dumps` of a price: float repr, null for None (and its ValueError for a non-finite number)."""
+    if value is None:
+        return "null"
+    return float.__repr__(value) if type(value) is float and math.isfinite(value) else _dumps(value)
 
 
 def _strings(values: tuple[str, ...]) -> str:
@@ -99,7 +107,7 @@ class Renderer:
         if head is None:
             head = (
                 f'{{"product_id":{_string(n.product_id)},"title":{_string(n.title)},'
-                f'"category":{_strings(n.category)},"price":{_dumps(n.price)},"score":'
+                f'"category":{_strings(n.category)},"price":{_number(n.price)},"score":'
             )
             if len(self._products) < MAX_MEMO:
                 self._products[n.product_id] = head
@@ -114,8 +122,8 @@ class Renderer:
     def neighbours(self, result: NeighbourList, version: str) -> str:
         items = ",".join([self._item(n) for n in result.items])
         return (
-            f'{{"product_id":{_dumps(result.product_id)},"kind":"{result.kind}","source":"{result.source}",'
-            f'"version":{_dumps(version)},"items":[{items}]}}'
+            f'{{"product_id":{_string(result.product_id)},"kind":"{result.kind}","source":"{result.source}",'
+            f'"version":{_string(version)},"items":[{items}]}}'
         )
 
 

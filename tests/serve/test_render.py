@@ -32,6 +32,9 @@ def test_rendered_neighbours_are_what_a_json_encoder_gives(text: str) -> None:
         Neighbour(f"id-{text}", f"title {text}", ("A", text), 12.5, 0.123456, (text, "second"), None),
         Neighbour(f"second {text}", text, (), None, 1.0, (), f"via {text}"),
         Neighbour(f"third {text}", "T", (text,), 0.0, 0.5, (text,), text),
+        Neighbour(f"fourth {text}", "T", (), 1e-7, 1e-6, (), None),
+        Neighbour(f"fifth {text}", "T", (), 1e22, 0.999999, (), None),
+        Neighbour(f"sixth {text}", "T", (), 123456789.125, 0.0, (), None),
     )
     result = NeighbourList(f"src {text}", "complement", "direct", items)
     renderer = Renderer()
