@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import sys
-from itertools import repeat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
