@@ -10,8 +10,9 @@ Before/after (issue #15), `PYTHONPATH=. python benchmarks/bench_llm_throughput.p
 the shared 2-core machine (load average 13-18 from other jobs: each figure moves by +-0.1):
   ratio to ideal at concurrency 1 / 8 / 32            client CPU ms per call at 1 / 8 / 32
   main 27bb6db, old fake server:  0.79 / 0.74 / 0.34   (not printed)
-  main's gateway, fixed server:   0.89 / 0.74 / 0.30   13.7 / 9.3 / 8.5
-  this gateway, fixed server:     0.93 / 0.79 / 0.46    9.8 / 7.5 / 7.3
+  main's gateway, fixed server:   0.89 / 0.74 / 0.30   13.7 / 9.3 / 8.5    (pair 2: 0.87 / 0.69 / 0.55  15.7 / 11.9 / 10.1)
+  this gateway, fixed server:     0.93 / 0.79 / 0.46    9.8 / 7.5 / 7.3    (pair 2: 0.89 / 0.79 / 0.44  11.4 / 8.6 / 7.4)
+The ratio at 32 varies more between runs than between gateways; CPU per call is the steady figure (-25-30%).
 The fixed server writes each reply in one TCP segment (two segments waited for a delayed ACK, ~40-60 ms per
 call). Goal >= 0.8 at 32 not reached here: litellm's remaining ~7 ms of CPU per call bounds it on two loaded
 cores. Profile (cProfile, 384 calls at concurrency 32): litellm's wrapper around each call was ~70% of the
