@@ -22,6 +22,7 @@ from distill.stages.rank.features import pair_features
 from distill.stages.rank.model import fit_ranker
 from distill.stages.rank.pool import build_pool
 from distill.stages.rank.stage import SCORING_BLOCK, training_frame
+from distill.stages.rank.training import TrainingSet
 from graph_schema.models import Product
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ def main() -> None:
     everyone = np.arange(len(products), dtype=np.int32)
 
     full = BehaviourStats.build(baskets, catalog, max_basket_size=50)
-    def label_frames() -> tuple[pl.DataFrame, dict[int, int]]:
+    def label_frames() -> tuple[TrainingSet, dict[int, int]]:
         train, positives, _, _ = training_frame(catalog, baskets, max_basket_size=50)
         return train, positives
 

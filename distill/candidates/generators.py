@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from distill.candidates.model import Candidate
+from distill.candidates.model import Candidate, _construct
 from graph_schema.models import Product
 
 F32 = npt.NDArray[np.float32]
@@ -27,7 +27,7 @@ COMPATIBILITY_TEMPERATURE = 0.1
 def _new(**fields: Any) -> Candidate:
     """Build a candidate from values this module computed itself (ids from the catalog, floats from numpy):
     skips validation, which at 100k+ candidates per run costs more than the computation."""
-    return Candidate.model_construct(**fields)
+    return _construct(fields)
 
 
 # ============================================================================================ behaviour view

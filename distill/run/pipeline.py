@@ -345,6 +345,7 @@ def run_pipeline(
         run.write_frame("candidates", candidates_frame(pool))
         state.done(StageReport(stage="candidates", items_in=len(raw), items_out=len(pool),
                                wall_seconds=time.perf_counter() - started))
+    grounded = from_behaviour = from_similarity = raw = []  # merged into `pool`: free them before rank
 
     # --- 6. verify ------------------------------------------------------------------------------------------
     if state.cached("verify"):
@@ -389,6 +390,7 @@ def run_pipeline(
             best, cut = best_per_source(substitutes, available, max_complements=settings.max_complements,
                                         max_substitutes=settings.max_substitutes)
             scored = [*ranked.relations, *(to_relation(c, available, run_id, model, by_id, score) for score, c in best)]
+            substitutes, best = [], []  # their relations are in `scored`
         if ranked.model_text is not None:
             run.file("ranker", "txt").write_text(ranked.model_text, encoding="utf-8")
         run.file("ranker", "json").write_text(ranked.summary.model_dump_json(indent=2), encoding="utf-8")
@@ -400,17 +402,20 @@ def run_pipeline(
                                wall_seconds=time.perf_counter() - started))
 
     # --- 8. prune ---------------------------------------------------------------------------------------------
+    near_listed = [c for c in judged if c.near_duplicate]
+    pool = judged = []  # only the near-duplicate flags are read from here on: free the candidates
     if state.cached("prune"):
         final = run.read_relations("prune")
     else:
         started = time.perf_counter()
         # Reused relations are pruned together with this run's, so degree caps and symmetry hold over both.
         merged = _merge_reused(scored, reuse, by_id, only)
-        final, pruned_away = _prune(merged, by_id, settings, [c for c in judged if c.near_duplicate])
+        final, pruned_away = _prune(merged, by_id, settings, near_listed)
         run.write_relations("prune", final)
         state.done(StageReport(stage="prune", items_in=len(merged), items_out=len(final),
                                rejected=len(pruned_away), rejection_reasons=reason_counts(pruned_away),
                                wall_seconds=time.perf_counter() - started), pruned_away)
+        scored = merged = []  # the rejected ones are kept as JSON in pruned_away
 
     run.write_products("products", enriched)
     state.report.finished_at = datetime.now(timezone.utc)

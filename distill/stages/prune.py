@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from distill.compact import share_fields_sets
 from graph_schema.models import Product, Rejection, Relation
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ class PruneResult:
 def _reject(relation: Relation, reason: PruneReason, detail: str | None = None) -> Rejection:
     # The whole relation travels in `raw`, so a rejected edge can be inspected or restored as it was.
     item = f"{relation.source}->{relation.target} ({relation.kind})"
-    return Rejection(stage=PRUNE_STAGE, item=item if detail is None else f"{item}: {detail}",
-                     reason=reason, raw=relation.model_dump_json())
+    return share_fields_sets(Rejection(stage=PRUNE_STAGE, item=item if detail is None else f"{item}: {detail}",
+                                       reason=reason, raw=relation.model_dump_json()))
 
 
 def _merge(copies: list[Relation]) -> tuple[Relation, list[Relation]]:
@@ -52,12 +53,13 @@ def _merge(copies: list[Relation]) -> tuple[Relation, list[Relation]]:
             if reason not in reasons and len(reasons) < limit:
                 reasons.append(reason)
     best = ranked[0]
-    merged = best if tuple(reasons) == best.reasons else best.model_copy(update={"reasons": tuple(reasons)})
-    return merged, ranked[1:]
+    if tuple(reasons) == best.reasons:
+        return best, ranked[1:]
+    return share_fields_sets(best.model_copy(update={"reasons": tuple(reasons)})), ranked[1:]
 
 
 def _mirror(relation: Relation) -> Relation:
-    return relation.model_copy(update={"source": relation.target, "target": relation.source})
+    return share_fields_sets(relation.model_copy(update={"source": relation.target, "target": relation.source}))
 
 
 def prune(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal, get_args
 
 from distill.candidates.model import Candidate
+from distill.compact import share_fields_sets
 from distill.llm.prompts import PROMPT_VERSIONS
 from graph_schema.kinds import RelationKind
 from graph_schema.models import Evidence, Product, Provenance, Relation
@@ -251,7 +252,7 @@ def to_relation(
     judged = candidate.llm_score is not None
     proposed = "llm" in candidate.origins
     prompt_version = PROMPT_VERSIONS["verify"] if judged else PROMPT_VERSIONS["propose"] if proposed else None
-    return Relation(
+    return share_fields_sets(Relation(
         source=candidate.source,
         target=candidate.target,
         kind=candidate.kind,
@@ -260,4 +261,4 @@ def to_relation(
         evidence=evidence,
         provenance=Provenance(run_id=run_id, model=(candidate.llm_model or model) if (judged or proposed) else None,
                               prompt_version=prompt_version, stage="+".join(candidate.origins)),
-    )
+    ))

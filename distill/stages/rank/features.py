@@ -122,7 +122,8 @@ def pair_features(
 
 
 def matrix(frame: pl.DataFrame) -> F32:
-    """The feature matrix (rows = pairs, columns = FEATURES), NaN for missing."""
-    return frame.select(FEATURES).fill_null(float("nan")).to_numpy().astype(np.float32)
+    """The feature matrix (rows = pairs, columns = FEATURES), NaN for missing (polars turns a null float into
+    NaN), in one copy of the frame's columns."""
+    return frame.select(FEATURES).to_numpy().astype(np.float32, copy=False)
 
 

@@ -18,6 +18,7 @@ import polars as pl
 
 from distill.stages.rank.context import F32
 from distill.stages.rank.features import FEATURES, matrix
+from distill.stages.rank.training import TrainingSet
 
 K: Final = 10
 """The served list length the model is judged at (the storefront's top 10)."""
@@ -165,28 +166,21 @@ class FitResult:
     rounds: int
 
 
-def fit_ranker(frame: pl.DataFrame, positives: Mapping[int, int], *, fit_baskets: int,
+def fit_ranker(data: TrainingSet, positives: Mapping[int, int], *, fit_baskets: int,
                fallback: str = "text similarity") -> FitResult:
-    """`frame`: candidate rows (g, s, t, FEATURES..., label, valid) of the label groups (one group = one
-    item of one label basket); `positives[g]`: the other items of that basket, pool or not."""
-    frame = frame.sort("g", "t")
-    groups = frame["g"].to_numpy().astype(np.int64)
-    labels = frame["label"].to_numpy().astype(np.float32)
-    is_valid = frame["valid"].to_numpy().astype(bool)
-    with_positive = frame.group_by("g").agg(pl.col("label").max(), pl.col("valid").first()).filter(pl.col("label") > 0)
-    valid_groups = int(with_positive["valid"].sum())
-    train_groups = with_positive.height - valid_groups
-    # groups whose answers the pool missed teach nothing (their gradient is zero) but still count in the
-    # validation figures, as a miss counts in the evaluation
-    is_train = ~is_valid & np.isin(groups, with_positive.filter(~pl.col("valid"))["g"].to_numpy())
-    valid_frame = frame.filter(pl.Series(is_valid))
+    """`data`: candidate rows of the label groups (one group = one item of one label basket), see
+    stages.rank.training; `positives[g]`: the other items of that basket, pool or not."""
+    valid_frame = data.valid
+    valid_groups_of = valid_frame["g"].to_numpy().astype(np.int64)
+    valid_labels = valid_frame["label"].to_numpy().astype(np.float32)
+    valid_groups, train_groups = data.valid_groups, data.train_groups
     validation: dict[str, dict[str, float]] = {}
     for name, column in ORDERINGS.items():
         if valid_frame.height and valid_frame[column].is_not_null().any() and not valid_frame[column].is_nan().all():
-            m = group_metrics(groups[is_valid], ordering_scores(valid_frame, column), labels[is_valid], positives)
+            m = group_metrics(valid_groups_of, ordering_scores(valid_frame, column), valid_labels, positives)
             validation[name] = {"hit": round(m.hit, 4), "ndcg": round(m.ndcg, 4)}
     best_single = max(validation, key=lambda n: (validation[n]["ndcg"], validation[n]["hit"]), default=fallback)
-    common = dict(train_groups=train_groups, valid_groups=valid_groups, positives=int(labels.sum()))
+    common = dict(train_groups=train_groups, valid_groups=valid_groups, positives=data.positives)
     if train_groups < MIN_GROUPS or valid_groups < max(MIN_GROUPS // 3, 1):
         name = best_single if validation else fallback
         return FitResult(Ranker("ordering", ordering=name, fit_baskets=fit_baskets),
@@ -195,15 +189,14 @@ def fit_ranker(frame: pl.DataFrame, positives: Mapping[int, int], *, fit_baskets
 
     import lightgbm as lgb  # type: ignore[import-untyped]
 
-    x = matrix(frame)
-    train = lgb.Dataset(x[is_train], labels[is_train], group=_sizes(groups[is_train]), feature_name=list(FEATURES),
-                        free_raw_data=False)
-    valid = lgb.Dataset(x[is_valid], labels[is_valid], group=_sizes(groups[is_valid]), reference=train)
+    x_valid = matrix(valid_frame)
+    train = lgb.Dataset(data.x, data.labels, group=_sizes(data.groups), feature_name=list(FEATURES))
+    valid = lgb.Dataset(x_valid, valid_labels, group=_sizes(valid_groups_of), reference=train)
     booster = lgb.train(dict(PARAMS), train, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
                         callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
     rounds = int(booster.best_iteration or booster.current_iteration())
-    raw = np.asarray(booster.predict(x[is_valid], num_iteration=rounds), dtype=np.float32)
-    model_metrics = group_metrics(groups[is_valid], raw, labels[is_valid], positives)
+    raw = np.asarray(booster.predict(x_valid, num_iteration=rounds), dtype=np.float32)
+    model_metrics = group_metrics(valid_groups_of, raw, valid_labels, positives)
     validation = {"learned ranker": {"hit": round(model_metrics.hit, 4), "ndcg": round(model_metrics.ndcg, 4)},
                   **validation}
     gains = booster.feature_importance("gain", iteration=rounds)
@@ -217,7 +210,7 @@ def fit_ranker(frame: pl.DataFrame, positives: Mapping[int, int], *, fit_baskets
                          f"({single['ndcg']:.3f}) on held-back label groups: ordered by {best_single}",
                          validation, importances, rounds=rounds, **common)
     final = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
-    platt = Platt.fit(raw, labels[is_valid])
+    platt = Platt.fit(raw, valid_labels)
     return FitResult(Ranker("lambdarank", booster=final, platt=platt, fit_baskets=fit_baskets),
                      f"learned ranker: NDCG@{K} {model_metrics.ndcg:.3f} vs {single['ndcg']:.3f} for the best "
                      f"single ordering ({best_single}) on {valid_groups} held-back label groups",

@@ -13,11 +13,13 @@ from typing import Final
 import numpy as np
 import polars as pl
 
+from distill.compact import share_fields_sets
 from distill.stages.rank.context import BehaviourStats, CatalogView, F32
 from distill.stages.rank.features import FEATURES, pair_features
 from distill.stages.rank.labels import FOLDS, LABEL_SHARE, label_groups, split_baskets
 from distill.stages.rank.model import FitResult, Ranker, fit_ranker
 from distill.stages.rank.pool import BIT, ORIGINS, build_pool
+from distill.stages.rank.training import TrainingSet, TrainingSetBuilder
 from distill.stages.scoring import template_reasons
 from graph_schema.models import Evidence, Product, Provenance, RankerSummary, Relation
 
@@ -102,6 +104,7 @@ def rank_complements(
             catalog, baskets, max_basket_size=max_basket_size, use_behaviour=use_behaviour, masked=masked,
             llm_features=llm_features)
         fit = fit_ranker(train, positives, fit_baskets=max(fit_baskets, 1), fallback=fallback) if train.height else None
+        del train  # the scoring passes below need the memory
         if fit is not None and not learned:
             singles = {n: m for n, m in fit.validation.items() if n != "learned ranker"}
             best = max(singles, key=lambda n: (singles[n]["ndcg"], singles[n]["hit"]), default=fallback)
@@ -158,13 +161,13 @@ def rank_complements(
 def training_frame(
     catalog: CatalogView, baskets: pl.DataFrame, *, max_basket_size: int, use_behaviour: bool = True,
     masked: Collection[str] = (), llm_features: pl.DataFrame | None = None,
-) -> tuple[pl.DataFrame, dict[int, int], int, int]:
-    """The labelled candidate rows of all folds: (g, s, t, FEATURES..., valid, label), the positives per group,
-    and the mean feature-part and label-part basket counts of a fold. Each fold's features come from the other
-    folds only."""
+) -> tuple[TrainingSet, dict[int, int], int, int]:
+    """The labelled candidate rows of all folds (see stages.rank.training), the positives per group, and the mean
+    feature-part and label-part basket counts of a fold. Each fold's features come from the other folds only;
+    a fold's rows are reduced to arrays before the next fold is built."""
     row_of = pl.DataFrame({"id": list(catalog.ids), "row": np.arange(len(catalog), dtype=np.int32)})
     llm_pairs = llm_features.select("s", "t") if llm_features is not None else None
-    parts: list[pl.DataFrame] = []
+    parts = TrainingSetBuilder()
     positives: dict[int, int] = {}
     fit_baskets = label_baskets = 0
     for fold in range(FOLDS):
@@ -179,12 +182,13 @@ def training_frame(
         sources = groups["s"].unique().to_numpy().astype(np.int32)
         pool, smoothed = build_pool(catalog, fit_behaviour, sources, llm_pairs=llm_pairs)
         pairs = _masked(pair_features(pool, smoothed, catalog, fit_behaviour, llm=llm_features), masked)
-        parts.append(groups.select("g", "s", "valid").join(pairs, on="s")
-                     .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
-                     .with_columns(pl.col("label").fill_null(0.0)))
+        del pool, smoothed, fit_behaviour
+        parts.add(groups.select("g", "s", "valid").join(pairs, on="s")
+                  .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
+                  .with_columns(pl.col("label").fill_null(0.0)))
+        del pairs
         positives.update(zip(groups["g"].to_list(), groups["positives"].to_list(), strict=True))
-    train = pl.concat(parts) if parts else pl.DataFrame()
-    return train, positives, fit_baskets // FOLDS, label_baskets // FOLDS
+    return parts.build(), positives, fit_baskets // FOLDS, label_baskets // FOLDS
 
 
 def _features_source(behaviour: BehaviourStats, use_behaviour: bool, catalog: CatalogView) -> BehaviourStats:
@@ -217,6 +221,7 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
     detail = detail.join(text, on=["s", "t"], how="left")
     leaf_name = catalog.leaf_names
     out: list[Relation] = []
+    provenances: dict[Provenance, Provenance] = {}
     for row in detail.iter_rows(named=True):
         count = int(row["raw_count"]) if row["raw_count"] is not None else (0 if full.baskets else None)
         llm_score = _finite(row["llm_score"])
@@ -240,12 +245,18 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
         if popularity and row["origins"] & (BIT["popular"] | BIT["leaf_popular"]) and len(reasons) < 5:
             reasons.append(f"popular: in {popularity} order{'s' if popularity != 1 else ''}")
         judged = llm_score is not None or row["origins"] & BIT["llm"]
-        out.append(Relation(
+        out.append(share_fields_sets(Relation(
             source=catalog.ids[s], target=catalog.ids[t], kind="complement", score=round(float(row["score"]), 6),
             reasons=tuple(r for r in reasons[:5] if r.strip()) or ("related by the catalog's category structure",),
             evidence=evidence,
-            provenance=Provenance(run_id=run_id, model=(row["llm_model"] or model) if judged else None,
-                                  prompt_version=prompt_version if judged else None,
-                                  stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n])),
-        ))
+            provenance=_shared(provenances, Provenance(
+                run_id=run_id, model=(row["llm_model"] or model) if judged else None,
+                prompt_version=prompt_version if judged else None,
+                stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n]))),
+        )))
     return out
+
+
+def _shared(seen: dict[Provenance, Provenance], provenance: Provenance) -> Provenance:
+    """One instance per distinct provenance (frozen, and most relations of a run have one of a few)."""
+    return seen.setdefault(provenance, provenance)
