@@ -90,27 +90,30 @@ def build_pool(
 
     text = text_neighbours(catalog, sources, max(per_source, SMOOTHING_NEIGHBOURS))
     if text.height:
-        parts.append(text.group_by("s").head(per_source).select("s", "t", origins=pl.lit(BIT["text"], pl.UInt16)))
+        parts.append(text.group_by("s", maintain_order=True).head(per_source).select("s", "t", origins=pl.lit(BIT["text"], pl.UInt16)))
     lexical = lexical_neighbours(catalog, sources, per_source)
     if lexical.height:
         parts.append(lexical.with_columns(origins=pl.lit(BIT["lexical"], pl.UInt16)))
 
     pairs = behaviour.pairs.join(source_frame, on="s")
     if pairs.height:
-        top = pairs.sort(["s", "co_count", "co_npmi"], descending=[False, True, True]).group_by("s").head(per_source)
+        top = (pairs.sort(["s", "co_count", "co_npmi", "t"], descending=[False, True, True, False])
+               .group_by("s", maintain_order=True).head(per_source))
         parts.append(top.select("s", "t", origins=pl.lit(BIT["copurchase"], pl.UInt16)))
 
     smoothed = pl.DataFrame(schema={"s": pl.Int32, "t": pl.Int32, "nb_score": pl.Float32, "nb_count": pl.Float32})
     if text.height and behaviour.pairs.height:
-        near = text.group_by("s").head(SMOOTHING_NEIGHBOURS).filter(pl.col("sim") > 0)
+        near = text.group_by("s", maintain_order=True).head(SMOOTHING_NEIGHBOURS).filter(pl.col("sim") > 0)
         smoothed = (
             near.rename({"t": "n"})
             .join(behaviour.pairs.select(pl.col("s").alias("n"), "t"), on="n")
             .filter(pl.col("t") != pl.col("s"))
-            .group_by("s", "t").agg(nb_score=(pl.col("sim") ** 2).sum().cast(pl.Float32),
+            .sort("s", "t", "n")  # a join's row order is not fixed: sum in one order, so reruns agree bit for bit
+            .group_by("s", "t", maintain_order=True).agg(nb_score=(pl.col("sim") ** 2).sum().cast(pl.Float32),
                                      nb_count=pl.len().cast(pl.Float32))
         )
-        parts.append(smoothed.sort(["s", "nb_score"], descending=[False, True]).group_by("s").head(per_source)
+        parts.append(smoothed.sort(["s", "nb_score", "t"], descending=[False, True, False])
+                     .group_by("s", maintain_order=True).head(per_source)
                      .select("s", "t", origins=pl.lit(BIT["neighbour"], pl.UInt16)))
 
     bought = np.nonzero(behaviour.popularity > 0)[0]
@@ -120,13 +123,14 @@ def build_pool(
                      .with_columns(origins=pl.lit(BIT["popular"], pl.UInt16)))
         ranked = (pl.DataFrame({"t": bought.astype(np.int32), "leaf": catalog.leaf[bought],
                                 "pop": behaviour.popularity[bought]})
-                  .filter(pl.col("leaf") >= 0).sort(["leaf", "pop"], descending=[False, True]))
+                  .filter(pl.col("leaf") >= 0).sort(["leaf", "pop", "t"], descending=[False, True, False]))
         leaf_of = pl.DataFrame({"s": sources, "leaf": catalog.leaf[sources]})
         per_leaf = ranked.group_by("leaf", maintain_order=True).head(per_source)
         parts.append(leaf_of.join(per_leaf, on="leaf").select("s", "t", origins=pl.lit(BIT["leaf_popular"], pl.UInt16)))
         if behaviour.leaf_pairs.height:
             fanout = (behaviour.leaf_pairs.filter(pl.col("leaf_s") != pl.col("leaf_t"))
-                      .sort(["leaf_s", "leaf_count"], descending=[False, True]).group_by("leaf_s").head(CATEGORY_FANOUT))
+                      .sort(["leaf_s", "leaf_count", "leaf_t"], descending=[False, True, False])
+                      .group_by("leaf_s", maintain_order=True).head(CATEGORY_FANOUT))
             per_category = ranked.group_by("leaf", maintain_order=True).head(max(per_source // CATEGORY_FANOUT, 1))
             parts.append(
                 leaf_of.join(fanout, left_on="leaf", right_on="leaf_s")
