@@ -146,7 +146,7 @@ def _generators(products: Any, interactions: Any, dim: int) -> dict[str, Any]:
     import numpy as np
 
     from distill.candidates import generators as cand
-    from distill.run.pipeline import CATEGORY_FANOUT, CATEGORY_PER_CATEGORY, SUBSTITUTE_MIN_SIMILARITY
+    from distill.run.table import CATEGORY_FANOUT, CATEGORY_PER_CATEGORY, SUBSTITUTE_MIN_SIMILARITY
 
     vectors = HashedBagEncoder(dim).encode([p.title for p in products])
     table = cand.EmbeddingTable(ids=tuple(p.id for p in products), vectors=np.ascontiguousarray(vectors))

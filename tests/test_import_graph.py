@@ -125,7 +125,7 @@ def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
 
 
 def layer_violations(graph: Mapping[str, Iterable[str]], forbidden: Mapping[str, frozenset[str]]) -> list[str]:
-    found = []
+    found: list[str] = []
     for module, deps in sorted(graph.items()):
         banned = forbidden.get(module.split(".")[0], frozenset())
         found.extend(f"{module} imports {dep}" for dep in sorted(deps) if dep.split(".")[0] in banned)

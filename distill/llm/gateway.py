@@ -374,8 +374,8 @@ class LLMGateway(BatchFiles, ProviderBatches):
                 if isinstance(failure, PromptRefused):
                     rejection = Rejection(stage=stage, item=prompt_item(prompt), reason=failure.cause)
                     return CallResult(prompt, None, rejection, cached=False, model=model, attempts=attempts)
-                if isinstance(failure, TerminalLLMError):
-                    raise failure from exc
+                if not isinstance(failure, TransientLLMError):
+                    raise failure from exc  # terminal: auth, bad request, context window; the run stops
                 self._breaker.failed(model, failure)
                 if model in self._breaker.down:
                     raise Exhausted(f"{model}: {self._breaker.down[model]}") from exc
@@ -435,7 +435,7 @@ class LLMGateway(BatchFiles, ProviderBatches):
         with _unlogged():
             return await fn(**kwargs)
 
-    def _translate(self, exc: Exception, model: str, stage: str) -> LLMError:
+    def _translate(self, exc: Exception, model: str, stage: str) -> TransientLLMError | TerminalLLMError:
         """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
         structured error code/param, not message wording). Not a provider error: re-raised unchanged."""
         lm = _litellm()

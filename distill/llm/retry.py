@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from distill.errors import LLMError, RateLimited
+from distill.errors import RateLimited, TransientLLMError
 from distill.llm.answers import FormatLevel
 from distill.llm.ratelimit import retry_after
 
@@ -46,7 +46,7 @@ class CircuitBreaker:
     def answered(self, model: str) -> None:
         self.streak[model] = 0
 
-    def failed(self, model: str, error: LLMError) -> None:
+    def failed(self, model: str, error: TransientLLMError) -> None:
         self.last_cause[model] = error.cause
         if isinstance(error, RateLimited):
             return  # the provider is up and answered; backoff handles it

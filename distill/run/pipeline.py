@@ -1,5 +1,6 @@
-"""The distillation pipeline: enrich -> propose -> ground -> behaviour -> similarity -> verify -> score ->
-prune, every stage's output written under runs/<run_id>/ (re-runnable alone, resumable), then publish.
+"""The distillation pipeline: enrich -> propose -> ground -> behaviour -> similarity -> candidates -> verify ->
+rank -> prune, a table of stages (`distill.run.table.PIPELINE`) that one runner loops over: every stage's output written under
+runs/<run_id>/ (re-runnable alone, resumable), reuse, skipping and reporting done once, then publish.
 Without a model the model-free stages run and the report says which stages were skipped and why.
 Never imports litellm: the gateway module is imported lazily, only when a model is configured.
 """
@@ -7,33 +8,16 @@ Never imports litellm: the gateway module is imported lazily, only when a model 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import polars as pl
-
-from distill.candidates import generators as cand
-from distill.candidates.generators import EmbeddingTable
-from distill.candidates.model import (
-    Candidate,
-    candidates_frame,
-    candidates_from_frame,
-    merge_candidates,
-    restrict_to,
-)
-from distill.stages.common import reason_counts
-from distill.stages.enrich import enrich
 from distill.errors import StageError
 from distill.llm.prompts import PROMPT_VERSIONS, RenderedPrompt
-from distill.stages.ground import ground
-from distill.stages.propose import ProposalRecord, propose
-from distill.stages.rank.stage import LLM_SCHEMA, LLMEvidence, RankResult, rank_complements
+from distill.run.context import RunContext, Stage
 from distill.run.state import (
-    CachedEncoder,
     RunDir,
     RunInfo,
     RunState,
@@ -42,14 +26,11 @@ from distill.run.state import (
     shaping_settings,
     stale_stages,
 )
-from distill.stages.scoring import Source, best_per_source, prescore, to_relation
+from distill.run.table import LLM_STAGES, PIPELINE, STAGES
 from distill.settings import DistillSettings
-from distill.stages.verify import verify
-from distill.stages.verify_plan import judge_depth, plan_verification
 from graph_schema.models import (
     GraphVersion,
     Product,
-    RankerSummary,
     Rejection,
     Relation,
     RunReport,
@@ -62,27 +43,6 @@ if TYPE_CHECKING:
     from distill.evidence.embed import TextEncoder
     from distill.llm.gateway import LLMGateway
     from graph_schema.store import GraphStore, PublishedGraph
-
-StageName = Literal[
-    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "rank", "prune"
-]
-STAGES: tuple[StageName, ...] = (
-    "enrich", "propose", "ground", "behaviour", "similarity", "candidates", "verify", "rank", "prune"
-)
-LLM_STAGES = frozenset({"enrich", "propose", "ground", "verify"})
-
-# Candidate pool sizes per source product (before pruning to settings.max_*): generous enough that the
-# judge and the scorer have something to choose from, small enough that verify costs O(products).
-PROPOSE_COMPLEMENTS = 6
-PROPOSE_SUBSTITUTES = 3
-GROUND_PER_PHRASE = 3
-NEIGHBOURS = 20
-NEIGHBOUR_MIN_SIMILARITY = 0.35
-CATEGORY_FANOUT = 8
-CATEGORY_PER_CATEGORY = 4
-SUBSTITUTE_MIN_SIMILARITY = 0.3
-AFFINITY_MIN_SIMILARITY = 0.5
-
 
 @dataclass(frozen=True)
 class DistillResult:
@@ -115,35 +75,6 @@ def make_gateway(settings: DistillSettings, *, mode: Literal["live", "export"] =
     return LLMGateway(settings, ResponseCache(settings.cache_path), mode=mode)
 
 
-# ============================================================================================ retrieval adapter
-
-
-def _build_retriever(products: Sequence[Product], encoder: Any, progress: bool) -> Any:
-    from distill.evidence.retrieval import CatalogRetriever
-
-    if encoder is None:
-        from distill.evidence.embed import default_encoder
-
-        encoder = default_encoder()
-    return CatalogRetriever.build(list(products), encoder, progress=progress)
-
-
-def _cached(encoder: Any, settings: DistillSettings) -> Any:
-    if encoder is None:
-        from distill.evidence.embed import default_encoder
-
-        encoder = default_encoder()
-    if isinstance(encoder, CachedEncoder):
-        return encoder
-    return CachedEncoder(encoder, settings.data_dir / "embeddings")
-
-
-def _embedding_table(retriever: Any) -> EmbeddingTable | None:
-    if retriever.embeddings is None:
-        return None
-    return EmbeddingTable(ids=tuple(retriever.ids), vectors=retriever.embeddings)
-
-
 # ============================================================================================ the run
 
 
@@ -154,17 +85,6 @@ def _check_products(products: Sequence[Product]) -> dict[str, Product]:
             raise StageError(f"product id {product.id!r} appears twice in the catalog given to the pipeline")
         by_id[product.id] = product
     return by_id
-
-
-def _sources(settings: DistillSettings, *, llm: bool, behaviour: bool, similarity: bool) -> frozenset[Source]:
-    found: set[Source] = {"same_leaf"}
-    if llm:
-        found |= {"llm", "retrieval"}
-    if behaviour:
-        found |= {"copurchase", "neighbour", "category"}
-    if similarity:
-        found.add("similarity")
-    return frozenset(found)
 
 
 def run_pipeline(
@@ -185,6 +105,65 @@ def run_pipeline(
     keep the enrichment and relations of every other product from `reuse`. An existing `run_id` resumes that
     run: finished stage outputs are reused except the stages named in `rerun` (and everything after them).
     `encoder`: the text encoder of the retriever (default: distill.evidence.embed.default_encoder())."""
+    ctx = _open_run(products, interactions, settings, gateway=gateway, run_id=run_id, reuse=reuse, only=only,
+                    progress=progress, rerun=rerun, mode=mode, encoder=encoder)
+    for stage in PIPELINE:
+        pending = _run_stage(stage, ctx)
+        if pending:
+            return _stopped(ctx, stage.name, pending)
+    return _finished(ctx)
+
+
+def _run_stage(stage: Stage, ctx: RunContext) -> list[RenderedPrompt[Any]]:
+    """Reuse, skip or run one stage, store its output and record it. Returns the requests still pending
+    (export mode): then nothing of the stage is written and the run stops."""
+    state = ctx.state
+    inputs = [ctx.outputs[name] for name in stage.inputs]
+    if state.cached(stage.name):
+        value = stage.output.read(state, stage.name)
+    elif (reason := _skip_reason(stage, ctx)) is not None:
+        value = stage.when_skipped(ctx, *inputs) if stage.when_skipped is not None else []
+        stage.output.write(state, stage.name, value)
+        state.skipped(stage.name, reason)
+    else:
+        ctx.started = time.perf_counter()
+        with state.guard(stage.name):
+            outcome = stage.run(ctx, *inputs)
+        if outcome.pending:
+            return list(outcome.pending)
+        value = outcome.value
+        stage.output.write(state, stage.name, value)
+        state.report.notes.extend(outcome.notes)
+        state.done(outcome.report, outcome.rejections)
+    ctx.outputs[stage.name] = value
+    if stage.after is not None:
+        stage.after(ctx, value)
+    for name in stage.inputs:  # free what no later stage reads (a large catalog's candidate pools)
+        if name not in _READ_LATER[stage.name]:
+            ctx.outputs.pop(name, None)
+    return []
+
+
+_READ_LATER: dict[str, frozenset[str]] = {
+    stage.name: frozenset(name for later in PIPELINE[index + 1:] for name in later.inputs)
+    for index, stage in enumerate(PIPELINE)
+}
+"""Stage -> the outputs that stages after it still read."""
+
+
+def _skip_reason(stage: Stage, ctx: RunContext) -> str | None:
+    reason = stage.skip(ctx) if stage.skip is not None else None
+    if reason is None and stage.needs_model and not ctx.llm:
+        reason = _no_llm_reason(ctx.settings, ctx.gateway)
+    return reason
+
+
+def _open_run(
+    products: Sequence[Product], interactions: Interactions | None, settings: DistillSettings, *,
+    gateway: LLMGateway | None, run_id: str | None, reuse: PublishedGraph | None, only: set[str] | None,
+    progress: bool, rerun: Collection[str], mode: str | None, encoder: TextEncoder | None,
+) -> RunContext:
+    """Check the inputs, open (or resume) the run folder and forget the outputs that must be recomputed."""
     by_id = _check_products(products)
     fingerprint = catalog_fingerprint(list(products))
     if only is not None:
@@ -219,285 +198,39 @@ def run_pipeline(
     run.discard(STAGES[first_rerun:])
     state = RunState(run, RunReport(run_id=run_id, mode=info.mode), reuse_outputs=old_info is not None)
     state.report.notes.extend(f"re-ran from {stage}: {why}" for stage, why in stale.items())
-    targets = [p for p in products if only is None or p.id in only]
     previous = {p.id: p for p in reuse.products()} if reuse is not None else {}
-
-    def stop(stage: str, pending: list[RenderedPrompt[Any]], current: Sequence[Product]) -> DistillResult:
-        state.report.notes.append(f"stopped at {stage}: {len(pending)} requests pending (batch export)")
-        state.report.finished_at = datetime.now(timezone.utc)
-        run.write_report(state.report)
-        return DistillResult(run_id, list(current), [], state.rejections, state.report, run.path, fingerprint,
-                             [model] if model else [], list(PROMPT_VERSIONS.values()), pending, stage)
-
-    # --- 1. enrich --------------------------------------------------------------------------------------
-    if state.cached("enrich"):
-        enriched = run.read_products("enrich")
-    else:
-        kept = [_carry_enrichment(p, previous.get(p.id)) for p in products]
-        if llm:
-            assert gateway is not None
-            # Products whose enrichment carried over from the last version (same content) are not asked again.
-            carried = {p.id for p, old in zip(kept, products, strict=True) if p is not old}
-            to_enrich = [p for p in targets if p.id not in carried]
-            with state.guard("enrich"):
-                result = enrich(to_enrich, gateway, batch_size=settings.enrich_batch_size, progress=progress)
-            if result.pending:
-                return stop("enrich", list(result.pending), kept)
-            fresh = {p.id: p for p in result.products}
-            enriched = [fresh.get(p.id, p) for p in kept]
-            run.write_products("enrich", enriched)
-            state.done(result.report, result.rejections)
-        else:
-            enriched = kept
-            run.write_products("enrich", enriched)
-            state.skipped("enrich", _no_llm_reason(settings, gateway))
-    by_id = {p.id: p for p in enriched}
-    targets = [by_id[p.id] for p in targets]
-
-    behaviour_on = settings.use_behaviour and interactions is not None and interactions.baskets.height > 0
-    need_text = settings.use_text_similarity or llm
-    retriever = _build_retriever(enriched, _cached(encoder, settings), progress) if need_text else None
-    embeddings = (
-        _embedding_table(retriever) if retriever is not None and settings.use_text_similarity else None
+    return RunContext(
+        settings=settings, run=run, state=state, info=info, interactions=interactions, gateway=gateway, reuse=reuse,
+        only=only, progress=progress, encoder=encoder, catalog=list(products),
+        kept=[_carry_enrichment(p, previous.get(p.id)) for p in products], by_id=by_id,
+        targets=[p for p in products if only is None or p.id in only],
     )
-    available = _sources(settings, llm=llm, behaviour=behaviour_on, similarity=embeddings is not None)
-    leaf = {p.id: p.leaf_category for p in enriched}
-    members = cand.leaf_members(enriched)
 
-    # --- 2. propose + 3. ground -------------------------------------------------------------------------
-    if state.cached("propose"):
-        proposals = run.read_records("propose", ProposalRecord)
-    elif llm:
-        assert gateway is not None
-        with state.guard("propose"):
-            proposed = propose(targets, gateway, n_complements=PROPOSE_COMPLEMENTS,
-                               n_substitutes=PROPOSE_SUBSTITUTES, progress=progress)
-        if proposed.pending:
-            return stop("propose", list(proposed.pending), enriched)
-        proposals = proposed.proposals
-        run.write_records("propose", proposals)
-        state.done(proposed.report, proposed.rejections)
-    else:
-        proposals = []
-        run.write_records("propose", proposals)
-        state.skipped("propose", _no_llm_reason(settings, gateway))
-    target_ids = {p.id for p in targets}
-    if state.cached("ground"):
-        grounded = candidates_from_frame(run.read_frame("ground"))
-    elif llm:
-        assert retriever is not None
-        grounded_result = ground(proposals, retriever, by_id, per_phrase=GROUND_PER_PHRASE, restrict=target_ids)
-        grounded = grounded_result.candidates
-        run.write_frame("ground", candidates_frame(grounded))
-        state.done(grounded_result.report, grounded_result.rejections)
-    else:
-        grounded = []
-        run.write_frame("ground", candidates_frame(grounded))
-        state.skipped("ground", _no_llm_reason(settings, gateway))
 
-    # --- 4. behaviour -------------------------------------------------------------------------------------
-    if state.cached("behaviour"):
-        from_behaviour = candidates_from_frame(run.read_frame("behaviour"))
-    elif behaviour_on and llm:
-        # These candidates feed the judge's shortlist; without a model the rank stage builds its own pool.
-        assert interactions is not None
-        started = time.perf_counter()
-        with _status(progress, f"behaviour: candidates for {len(targets)} products"):
-            from_behaviour = _behaviour_candidates(interactions, enriched, targets, embeddings, members, leaf,
-                                                   settings)
-        run.write_frame("behaviour", candidates_frame(from_behaviour))
-        state.done(StageReport(stage="behaviour", items_in=interactions.baskets.height,
-                               items_out=len(from_behaviour), wall_seconds=time.perf_counter() - started))
-    else:
-        from_behaviour = []
-        run.write_frame("behaviour", candidates_frame(from_behaviour))
-        state.skipped("behaviour", "no interactions given" if interactions is None or interactions.baskets.height == 0
-                      else "use_behaviour is off" if not settings.use_behaviour
-                      else "no model to shortlist for (the rank stage builds its own candidates)")
-
-    # --- 5. similarity ------------------------------------------------------------------------------------
-    if state.cached("similarity"):
-        from_similarity = candidates_from_frame(run.read_frame("similarity"))
-    elif embeddings is not None:
-        started = time.perf_counter()
-        from_similarity = cand.similarity_candidates(
-            targets, embeddings, members=members, per_product=judge_depth(settings.max_substitutes),
-            min_similarity=SUBSTITUTE_MIN_SIMILARITY)
-        from_similarity += [] if not llm else cand.affinity_candidates(
-            targets, embeddings, leaf={p.id: p.leaf_category for p in products}, per_product=settings.max_complements,
-            min_similarity=AFFINITY_MIN_SIMILARITY)
-        run.write_frame("similarity", candidates_frame(from_similarity))
-        state.done(StageReport(stage="similarity", items_in=len(targets), items_out=len(from_similarity),
-                               wall_seconds=time.perf_counter() - started))
-    else:
-        from_similarity = []
-        run.write_frame("similarity", candidates_frame(from_similarity))
-        state.skipped("similarity", "use_text_similarity is off")
-
-    # --- merge the pools ------------------------------------------------------------------------------------
-    if state.cached("candidates"):
-        pool = candidates_from_frame(run.read_frame("candidates"))
-    else:
-        started = time.perf_counter()
-        raw = [*grounded, *from_behaviour, *from_similarity]
-        with _status(progress, f"candidates: merging {len(raw)}"):
-            pool = _merge_pool(raw, by_id, embeddings, enriched, retriever)
-        run.write_frame("candidates", candidates_frame(pool))
-        state.done(StageReport(stage="candidates", items_in=len(raw), items_out=len(pool),
-                               wall_seconds=time.perf_counter() - started))
-    grounded = from_behaviour = from_similarity = raw = []  # merged into `pool`: free them before rank
-
-    # --- 6. verify ------------------------------------------------------------------------------------------
-    if state.cached("verify"):
-        judged = candidates_from_frame(run.read_frame("verify"))
-    elif llm:
-        assert gateway is not None
-        # Only pairs that can reach a served list are judged: the rank stage's own ordering without the judge.
-        depth = judge_depth(settings.max_complements)
-        started = time.perf_counter()
-        with _status(progress, f"verify: shortlisting {depth} complements for {len(targets)} products"):
-            reachable = _rank(enriched, interactions, embeddings, targets, pool,
-                              settings.model_copy(update={"max_complements": depth}), run_id, None, by_id)
-        plan = plan_verification(pool, reachable.relations, prescore=lambda c: prescore(c, available),
-                                 max_substitutes=settings.max_substitutes, leaf=leaf, targets=target_ids)
-        state.report.notes.append(f"verify shortlist: per product the {depth} best complements by the ranker "
-                                  f"without the judge ({reachable.summary.reason}) and the "
-                                  f"{judge_depth(settings.max_substitutes)} best substitutes by the formula")
-        with state.guard("verify"):
-            verified = verify([*pool, *plan.added], plan.to_judge, by_id, gateway,
-                              batch_size=settings.verify_batch_size, progress=progress)
-        if verified.pending:
-            return stop("verify", list(verified.pending), enriched)
-        judged = verified.candidates
-        run.write_frame("verify", candidates_frame(judged))
-        # the stage's wall time includes choosing its pairs (a rank pass over every product)
-        state.done(verified.report.model_copy(update={"wall_seconds": time.perf_counter() - started}),
-                   verified.rejections)
-    else:
-        judged = pool
-        run.write_frame("verify", candidates_frame(judged))
-        state.skipped("verify", _no_llm_reason(settings, gateway))
-
-    # --- 7. rank: complements by the ranker learned from this shop's baskets, substitutes by the formula ---
-    if state.cached("rank"):
-        scored = run.read_relations("rank")
-        state.report.ranker = RankerSummary.model_validate_json(run.file("ranker", "json").read_text("utf-8"))
-    else:
-        started = time.perf_counter()
-        with _status(progress, f"rank: {len(targets)} products"):
-            ranked = _rank(enriched, interactions, embeddings, targets, judged, settings, run_id, model, by_id)
-            substitutes = [c for c in judged if c.kind == "substitute"]
-            best, cut = best_per_source(substitutes, available, max_complements=settings.max_complements,
-                                        max_substitutes=settings.max_substitutes)
-            scored = [*ranked.relations, *(to_relation(c, available, run_id, model, by_id, score) for score, c in best)]
-            substitutes, best = [], []  # their relations are in `scored`
-        if ranked.model_text is not None:
-            run.file("ranker", "txt").write_text(ranked.model_text, encoding="utf-8")
-        run.file("ranker", "json").write_text(ranked.summary.model_dump_json(indent=2), encoding="utf-8")
-        state.report.ranker = ranked.summary
-        run.write_relations("rank", scored)
-        state.report.notes.append(f"complement ranker: {ranked.summary.reason}")
-        state.done(StageReport(stage="rank", items_in=len(judged), items_out=len(scored), rejected=cut,
-                               rejection_reasons={"substitutes beyond twice the degree cap": cut} if cut else {},
-                               wall_seconds=time.perf_counter() - started))
-
-    # --- 8. prune ---------------------------------------------------------------------------------------------
-    near_listed = [c for c in judged if c.near_duplicate]
-    pool = judged = []  # only the near-duplicate flags are read from here on: free the candidates
-    if state.cached("prune"):
-        final = run.read_relations("prune")
-    else:
-        started = time.perf_counter()
-        # Reused relations are pruned together with this run's, so degree caps and symmetry hold over both.
-        merged = _merge_reused(scored, reuse, by_id, only)
-        final, pruned_away = _prune(merged, by_id, settings, near_listed)
-        run.write_relations("prune", final)
-        state.done(StageReport(stage="prune", items_in=len(merged), items_out=len(final),
-                               rejected=len(pruned_away), rejection_reasons=reason_counts(pruned_away),
-                               wall_seconds=time.perf_counter() - started), pruned_away)
-        scored = merged = []  # the rejected ones are kept as JSON in pruned_away
-
-    run.write_products("products", enriched)
+def _stopped(ctx: RunContext, stage: str, pending: list[RenderedPrompt[Any]]) -> DistillResult:
+    state = ctx.state
+    state.report.notes.append(f"stopped at {stage}: {len(pending)} requests pending (batch export)")
     state.report.finished_at = datetime.now(timezone.utc)
-    if not llm:
-        state.report.notes.append(f"no model: {_no_llm_reason(settings, gateway)}; LLM stages skipped")
+    ctx.run.write_report(state.report)
+    current = ctx.outputs.get("enrich", ctx.kept)
+    return DistillResult(ctx.run_id, list(current), [], state.rejections, state.report, ctx.run.path,
+                         ctx.info.catalog_fingerprint, [ctx.model] if ctx.model else [], list(PROMPT_VERSIONS.values()),
+                         pending, stage)
+
+
+def _finished(ctx: RunContext) -> DistillResult:
+    state, run, final = ctx.state, ctx.run, ctx.outputs["prune"]
+    run.write_products("products", ctx.enriched)
+    state.report.finished_at = datetime.now(timezone.utc)
+    if not ctx.llm:
+        state.report.notes.append(f"no model: {_no_llm_reason(ctx.settings, ctx.gateway)}; LLM stages skipped")
     run.write_report(state.report)
     # A resumed run reuses stage outputs answered in an earlier attempt: keep the models that answered those.
-    answered = {*(gateway.answered_models if gateway is not None else ()), *(run.read_models() or ())}
-    models = models_used(final, answered, model)
+    answered = {*(ctx.gateway.answered_models if ctx.gateway is not None else ()), *(run.read_models() or ())}
+    models = models_used(final, answered, ctx.model)
     run.write_models(models)
-    return DistillResult(run_id, enriched, final, state.rejections, state.report, run.path, fingerprint,
-                         models, list(PROMPT_VERSIONS.values()) if llm else [])
-
-
-@contextmanager
-def _status(progress: bool, text: str) -> Iterator[None]:
-    """A spinner on stderr for the model-free stages (minutes on a large catalog); silent without progress."""
-    if not progress:
-        yield
-        return
-    from rich.console import Console
-
-    with Console(stderr=True).status(text):
-        yield
-
-
-def _behaviour_candidates(
-    interactions: Interactions, products: Sequence[Product], targets: Sequence[Product],
-    embeddings: EmbeddingTable | None, members: dict[str, list[str]], leaf: dict[str, str | None],
-    settings: DistillSettings,
-) -> list[Candidate]:
-    view = cand.build_behaviour(interactions.baskets, products)
-    found = cand.copurchase_candidates(
-        targets, view, min_support=settings.min_copurchase_support, per_product=2 * settings.max_complements,
-        leaf=leaf)
-    if embeddings is not None:
-        found += cand.neighbour_candidates(
-            targets, view, embeddings, neighbours=NEIGHBOURS, min_similarity=NEIGHBOUR_MIN_SIMILARITY,
-            per_product=settings.max_complements, leaf=leaf)
-    found += cand.category_candidates(
-        targets, view, embeddings, members=members, min_support=settings.min_copurchase_support,
-        categories=CATEGORY_FANOUT, per_category=CATEGORY_PER_CATEGORY, leaf=leaf)
-    return found
-
-
-def _rank(
-    enriched: Sequence[Product], interactions: Interactions | None, embeddings: EmbeddingTable | None,
-    targets: Sequence[Product], judged: Sequence[Candidate], settings: DistillSettings, run_id: str,
-    model: str | None, by_id: dict[str, Product],
-) -> RankResult:
-    from distill.evidence.behaviour import DEFAULT_MAX_BASKET_SIZE
-    from distill.stages.prune import find_near_duplicates
-
-    vectors = None
-    if embeddings is not None:
-        rows = embeddings.rows()
-        vectors = embeddings.vectors[[rows[p.id] for p in enriched]] if all(p.id in rows for p in enriched) else None
-    llm_rows = [(c.source, c.target, c.llm_score, c.retrieval_score, c.llm_reason, c.query,
-                 c.llm_model) for c in judged
-                if c.kind == "complement" and (c.llm_score is not None or "llm" in c.origins)]
-    llm = LLMEvidence(pl.DataFrame(llm_rows, schema=LLM_SCHEMA, orient="row")) if llm_rows else LLMEvidence.empty()
-    baskets = interactions.baskets if interactions is not None and interactions.baskets.height else None
-    return rank_complements(
-        enriched, baskets, vectors, [p.id for p in targets], llm=llm, max_complements=settings.max_complements,
-        max_basket_size=DEFAULT_MAX_BASKET_SIZE, near_duplicates=find_near_duplicates(list(enriched), vectors),
-        run_id=run_id, model=model, prompt_version=PROMPT_VERSIONS["verify"] if llm_rows else None,
-        use_behaviour=settings.use_behaviour, use_text=settings.use_text_similarity,
-        learned=settings.use_learned_ranker,
-    )
-
-
-def _merge_pool(
-    raw: Sequence[Candidate], by_id: dict[str, Product], embeddings: EmbeddingTable | None,
-    products: Sequence[Product], retriever: Any,
-) -> list[Candidate]:
-    """One candidate per (source, target, kind), each with its text similarity; near-duplicate listings flagged."""
-    from distill.stages.prune import find_near_duplicates
-
-    pool = cand.fill_similarity(merge_candidates(restrict_to(raw, by_id)), embeddings)
-    near = find_near_duplicates(list(products), retriever)
-    return [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
-            for c in pool]
+    return DistillResult(ctx.run_id, ctx.enriched, final, state.rejections, state.report, run.path,
+                         ctx.info.catalog_fingerprint, models, list(PROMPT_VERSIONS.values()) if ctx.llm else [])
 
 
 def models_used(relations: Sequence[Relation], answered: Collection[str], configured: str | None) -> list[str]:
@@ -519,31 +252,6 @@ def _carry_enrichment(product: Product, previous: Product | None) -> Product:
     if previous is None or previous.content_hash != product.content_hash or not (previous.enriched or previous.keyphrases):
         return product
     return product.model_copy(update={"enriched": previous.enriched, "keyphrases": previous.keyphrases})
-
-
-def _prune(
-    relations: list[Relation], by_id: dict[str, Product], settings: DistillSettings, near: list[Candidate]
-) -> tuple[list[Relation], list[Rejection]]:
-    from distill.stages.prune import prune
-
-    near_duplicates = {frozenset((c.source, c.target)) for c in near}
-    result = prune(relations, by_id, max_complements=settings.max_complements,
-                   max_substitutes=settings.max_substitutes, min_score=settings.min_score,
-                   min_complement_score=settings.min_complement_score, near_duplicates=near_duplicates)
-    return list(result.relations), list(result.rejections)
-
-
-def _merge_reused(
-    fresh: list[Relation], reuse: PublishedGraph | None, by_id: dict[str, Product], only: set[str] | None
-) -> list[Relation]:
-    """Incremental mode: this run's relations for the products in `only`, last version's for the rest, minus
-    relations that touch a product no longer in the catalog."""
-    if reuse is None or only is None:
-        return fresh
-    keys = {r.key for r in fresh}
-    kept = [r for r in reuse.relations()
-            if r.source not in only and r.source in by_id and r.target in by_id and r.key not in keys]
-    return [*kept, *fresh]
 
 
 # ============================================================================================ publish, reload
@@ -594,3 +302,6 @@ def load_result(run_dir: Path) -> DistillResult:
         prompt_versions=sorted(info.prompt_versions.values()),
     )
 
+
+__all__ = ["LLM_STAGES", "PIPELINE", "STAGES", "DistillResult", "load_result", "make_gateway", "models_used", "publish",
+           "run_pipeline"]

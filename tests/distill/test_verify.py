@@ -178,19 +178,19 @@ def test_each_prompt_text_is_pinned_to_its_version() -> None:
 @pytest.fixture(scope="module")
 def verified_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run with the model; the rank passes are recorded: the first is the verify stage's shortlist."""
-    import distill.run.pipeline as pipeline
+    import distill.run.table as table  # the stage adapters (verify's shortlist and the rank stage) call table._rank
 
     products, interactions = sample_subset(("Phones", "Cameras"), limit=40)
     tmp = tmp_path_factory.mktemp("verify-run")
     passes: list[Any] = []
-    real_rank = pipeline._rank
+    real_rank = table._rank
 
     def recording_rank(*args: Any, **kwargs: Any) -> Any:
         passes.append((args, real_rank(*args, **kwargs)))
         return passes[-1][1]
 
     with FakeOpenAIServer(responder=catalog_responder) as server, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "_rank", recording_rank)
+        patch.setattr(table, "_rank", recording_rank)
         settings = DistillSettings(data_dir=tmp, llm_model="openai/fake-model", llm_api_base=server.base_url,
                                    llm_api_key="test", llm_max_attempts=2, max_complements=4, max_substitutes=3)
         result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())

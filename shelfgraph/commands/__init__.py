@@ -1,0 +1,1 @@
+"""The `shelfgraph` commands by concern; `shelfgraph.cli` builds the app from them."""
