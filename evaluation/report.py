@@ -165,9 +165,9 @@ def _ranker_html(result: EvalResult) -> str:
     return (
         f"<p>{escape(ranker.reason)}. Model: {escape(ranker.kind)}"
         f"{' (' + escape(ranker.model_file) + ' in the run folder)' if ranker.model_file else ''}; "
-        f"{ranker.train_groups:,} training and {ranker.valid_groups:,} held-back label groups, "
-        f"{ranker.rounds} boosting rounds.</p><div class='grid'>"
-        f"<table><tr><th>ordering (held-back label groups)</th><th>hit@10</th><th>ndcg@10</th></tr>{rows}</table>"
+        f"{ranker.valid_groups:,} label groups, each held back once ({ranker.train_groups:,} with an answer "
+        f"in the pool train the fold boosters), {ranker.rounds} boosting rounds per booster on average.</p>"
+        f"<div class='grid'><table><tr><th>ordering (label groups, out of fold)</th><th>hit@10</th><th>ndcg@10</th></tr>{rows}</table>"
         f"<table><tr><th>feature</th><th>gain share</th></tr>{features}</table>"
         f"<table><tr><th>generator</th><th>candidates</th><th>served</th></tr>{sources}</table></div>"
     )

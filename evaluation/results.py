@@ -145,7 +145,7 @@ class EvalResult(BaseModel):
             r = g.ranker
             console.print(f"complement ranker: {r.reason}", markup=False)
             if r.validation:
-                console.print("  held-back label groups (hit@10 / ndcg@10): " + "; ".join(
+                console.print("  label groups, out of fold (hit@10 / ndcg@10): " + "; ".join(
                     f"{name} {m['hit']:.3f}/{m['ndcg']:.3f}" for name, m in r.validation.items()), markup=False)
             if r.importances:
                 console.print("  top features (gain share): " + ", ".join(

@@ -197,11 +197,15 @@ class RankerSummary(BaseModel):
     feature_baskets: NonNegativeInt = 0
     label_baskets: NonNegativeInt = 0
     train_groups: NonNegativeInt = 0
+    """Label groups with an answer in the candidate pool: the groups the fold boosters learn from."""
     valid_groups: NonNegativeInt = 0
+    """Label groups judged out of fold (each by the booster that did not see it): all of them."""
     positives: NonNegativeInt = 0
     rounds: NonNegativeInt = 0
+    """Boosting rounds per fold booster, on average."""
     validation: dict[str, dict[str, float]] = Field(default_factory=dict)
-    """name -> {hit, ndcg} at 10 on held-back label groups: the learned ranker and each single-source ordering."""
+    """name -> {hit, ndcg} at 10 on the label groups, out of fold: the learned ranker and each single-source
+    ordering."""
     importances: dict[str, float] = Field(default_factory=dict)
     """Feature -> share of the model's total split gain."""
     candidates: dict[str, dict[str, int]] = Field(default_factory=dict)

@@ -36,11 +36,6 @@ class LabelSplit:
         return int(self.labels["basket_id"].n_unique()) if self.labels.height else 0
 
 
-def is_label_basket(basket_id: str, share: float, salt: str = SPLIT_SALT) -> bool:
-    digest = hashlib.sha256(f"{salt}:{basket_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
-
-
 def fold_of(basket_id: str, folds: int = FOLDS, salt: str = SPLIT_SALT) -> int:
     digest = hashlib.sha256(f"{salt}:{basket_id}".encode()).digest()
     return int(int.from_bytes(digest[:8], "big") / 2**64 * folds)
@@ -61,15 +56,20 @@ def split_baskets(baskets: pl.DataFrame, fold: int = 0, folds: int = FOLDS, salt
 MAX_GROUPS: Final = 20_000
 """Label groups kept for fitting (a seeded hash sample beyond this): bounds the fit's time and memory on a
 large log; LambdaRank gains little from more groups than this."""
-VALID_SHARE: Final = 0.2
-"""Share of label baskets held back to stop the fit early and to judge it against single orderings."""
+VALID_FOLDS: Final = 5
+"""The label baskets are cut again, by another hash, into this many validation folds: the ranker is fitted once
+per fold on the other folds' groups, stopped early on that fold, and judged on it (cross-fitting, as
+LightGBM's own `cv` does). Every label group is held back exactly once, so the model-vs-ordering decision and
+the calibration see all of them, and the served model is the mean of the fold models (see stages.rank.model).
+Five mirrors the 80/20 split of the label folds above."""
 
 
 def label_groups(labels: pl.DataFrame, row_of: pl.DataFrame, max_basket_size: int,
                  max_groups: int = MAX_GROUPS // FOLDS, offset: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The evaluation protocol, replayed on the label part: every item s of a label basket is a query whose
-    relevant answers are the other items of that basket. Returns (groups: g, s, valid, positives;
-    answers: g, t) over catalog rows; `row_of` maps id -> row; group ids start at `offset`."""
+    relevant answers are the other items of that basket. Returns (groups: g, s, vfold, positives;
+    answers: g, t) over catalog rows; `row_of` maps id -> row; group ids start at `offset`; `vfold` is the
+    validation fold of the group's basket."""
     rows = labels.join(row_of, left_on="product_id", right_on="id").select("basket_id", "row").unique()
     sizes = rows.group_by("basket_id").len("size").filter((pl.col("size") >= 2) & (pl.col("size") <= max_basket_size))
     rows = rows.join(sizes, on="basket_id")
@@ -79,9 +79,9 @@ def label_groups(labels: pl.DataFrame, row_of: pl.DataFrame, max_basket_size: in
         groups = keyed.sort("h").head(max_groups).drop("h")
     groups = groups.sort("basket_id", "s").with_row_index("g").with_columns(
         pl.col("g").cast(pl.Int64) + offset,
-        valid=pl.col("basket_id").map_elements(lambda b: is_label_basket(b, VALID_SHARE, SPLIT_SALT + "-valid"),
-                                               return_dtype=pl.Boolean),
+        vfold=pl.col("basket_id").map_elements(lambda b: fold_of(b, VALID_FOLDS, SPLIT_SALT + "-valid"),
+                                               return_dtype=pl.Int8),
     )
     answers = (groups.select("g", "basket_id", "s").join(rows.select("basket_id", pl.col("row").alias("t")), on="basket_id")
                .filter(pl.col("s") != pl.col("t")).select("g", "t"))
-    return groups.select("g", "s", "valid", "positives"), answers
+    return groups.select("g", "s", "vfold", "positives"), answers

@@ -1,8 +1,11 @@
 """Fit, judge and apply the relation ranker. A LightGBM LambdaRank model (the field's standard
 learning-to-rank model; trees take missing evidence natively) is fitted per run on groups of candidates
-sharing a source product, with NDCG@10 on held-back groups as the early-stopping and reporting metric.
-Its raw output is calibrated to [0, 1] (Platt). When the label part is too small, or a single evidence
-ordering beats the model on the held-back groups, that ordering is used instead and the report says why.
+sharing a source product, cross-fitted over the validation folds of stages.rank.labels: one booster per fold,
+trained on the other folds and stopped early on NDCG@10 of its own. Every group is thus scored once by a
+booster that never saw it (out of fold); those scores judge the model against every single-evidence ordering
+and fit the Platt calibration to [0, 1]. The served ranker is the mean of the fold boosters, which averages
+away the variance of early stopping on one small held-back part. When the label part is too small, or a
+single evidence ordering beats the model out of fold, that ordering is used instead and the report says why.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import polars as pl
 
 from distill.stages.rank.context import F32
 from distill.stages.rank.features import FEATURES, matrix
+from distill.stages.rank.labels import VALID_FOLDS
 from distill.stages.rank.training import TrainingSet
 
 K: Final = 10
@@ -27,7 +31,7 @@ MIN_GROUPS: Final = 30
 PARAMS: Final[Mapping[str, object]] = {
     # LightGBM's documented lambdarank defaults (31 leaves, 255 bins, truncation 30) with the learning rate
     # halved to 0.05, as its parameter-tuning guide advises for accuracy ("small learning_rate with large
-    # num_iterations", "large max_bin"); early stopping on the held-back label groups decides the number of
+    # num_iterations", "large max_bin"); early stopping on each held-back validation fold decides the number of
     # trees, so no count is fixed by hand.
     "objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "learning_rate": 0.05, "num_leaves": 31,
     "min_data_in_leaf": 20, "max_bin": 255, "feature_fraction": 0.9, "lambdarank_truncation_level": 3 * K,
@@ -52,11 +56,12 @@ class Metrics:
 
 
 def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, positives: Mapping[int, int],
-                  k: int = K) -> Metrics:
+                  k: int = K, missed: int = 0) -> Metrics:
     """Hit@k and NDCG@k over groups (rows sorted by group). `positives[g]`: all relevant items of group g,
-    also those the pool missed (they count in the ideal DCG, as in the evaluation protocol)."""
+    also those the pool missed (they count in the ideal DCG, as in the evaluation protocol). `missed`: groups
+    whose pool holds none of their answers, which score zero and count in the mean."""
     if not len(groups):
-        return Metrics(0.0, 0.0, 0)
+        return Metrics(0.0, 0.0, missed)
     frame = pl.DataFrame({"g": groups, "score": scores, "label": labels}).with_columns(
         pos=pl.col("score").fill_nan(-np.inf).rank("ordinal", descending=True).over("g"))
     top = frame.filter(pl.col("pos") <= k)
@@ -75,13 +80,14 @@ def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, posit
         total_hit += hit
         total_ndcg += value / ideal
         n += 1
+    n += missed
     return Metrics(total_hit / n if n else 0.0, total_ndcg / n if n else 0.0, n)
 
 
 def ordering_scores(frame: pl.DataFrame, column: str) -> F32:
     """A single-evidence ordering as a score: the evidence value, popularity breaking ties (NaN = last)."""
     value = frame[column].fill_null(float("nan")).to_numpy().astype(np.float64)
-    pop = frame["target_pop"].fill_null(0.0).to_numpy().astype(np.float64)
+    pop = frame["target_pop"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
     tie = np.log1p(pop) / (np.log1p(pop.max(initial=0.0)) + 1.0) * 1e-3
     out = np.where(np.isnan(value), -1e9, value + tie)
     return out.astype(np.float32)
@@ -131,14 +137,20 @@ class Ranker:
     kind: str
     """'lambdarank' or 'ordering'."""
     ordering: str | None = None
-    booster: object | None = None
+    boosters: tuple[object, ...] = ()
+    """The fold boosters; the raw score is their mean."""
     platt: Platt = field(default_factory=Platt)
     fit_baskets: int = 0
 
+    def raw(self, x: F32) -> F32:
+        total = np.zeros(len(x), dtype=np.float64)
+        for booster in self.boosters:
+            total += booster.predict(x, num_threads=PARAMS["num_threads"])  # type: ignore[attr-defined]
+        return (total / max(len(self.boosters), 1)).astype(np.float32)
+
     def score(self, frame: pl.DataFrame) -> F32:
         if self.kind == "lambdarank":
-            raw = self.booster.predict(matrix(frame), num_threads=PARAMS["num_threads"])  # type: ignore[attr-defined]
-            return self.platt(np.asarray(raw, dtype=np.float32))
+            return self.platt(self.raw(matrix(frame)))
         assert self.ordering is not None
         column = ORDERINGS[self.ordering]
         return ordering_probability(frame, column)
@@ -150,7 +162,12 @@ class Ranker:
         return ordering_scores(frame, ORDERINGS[self.ordering or "text similarity"])
 
     def model_text(self) -> str | None:
-        return self.booster.model_to_string() if self.booster is not None else None  # type: ignore[attr-defined]
+        """The fold boosters in LightGBM's text format, each after a `# fold booster i of n` line."""
+        if not self.boosters:
+            return None
+        n = len(self.boosters)
+        return "".join(f"# fold booster {i + 1} of {n}\n{b.model_to_string()}"  # type: ignore[attr-defined]
+                       for i, b in enumerate(self.boosters))
 
 
 @dataclass(frozen=True)
@@ -161,63 +178,86 @@ class FitResult:
     """name -> {hit, ndcg}: the model (when fitted) and every single-evidence ordering, held-back groups."""
     importances: dict[str, float]
     train_groups: int
+    """Answered label groups (each trains the boosters of the folds it is not in)."""
     valid_groups: int
+    """Label groups judged out of fold (answered or not): all of them."""
     positives: int
     rounds: int
+    """Mean boosting rounds of the fold boosters."""
 
 
 def fit_ranker(data: TrainingSet, positives: Mapping[int, int], *, fit_baskets: int,
                fallback: str = "text similarity") -> FitResult:
-    """`data`: candidate rows of the label groups (one group = one item of one label basket), see
+    """`data`: candidate rows of the answered label groups (one group = one item of one label basket), see
     stages.rank.training; `positives[g]`: the other items of that basket, pool or not."""
-    valid_frame = data.valid
-    valid_groups_of = valid_frame["g"].to_numpy().astype(np.int64)
-    valid_labels = valid_frame["label"].to_numpy().astype(np.float32)
-    valid_groups, train_groups = data.valid_groups, data.train_groups
+    frame = data.frame()
+    missed = int(data.missed.sum())
     validation: dict[str, dict[str, float]] = {}
     for name, column in ORDERINGS.items():
-        if valid_frame.height and valid_frame[column].is_not_null().any() and not valid_frame[column].is_nan().all():
-            m = group_metrics(valid_groups_of, ordering_scores(valid_frame, column), valid_labels, positives)
+        if frame.height and not frame[column].is_nan().all():
+            m = group_metrics(data.groups, ordering_scores(frame, column), data.labels, positives, missed=missed)
             validation[name] = {"hit": round(m.hit, 4), "ndcg": round(m.ndcg, 4)}
+    del frame
     best_single = max(validation, key=lambda n: (validation[n]["ndcg"], validation[n]["hit"]), default=fallback)
-    common = dict(train_groups=train_groups, valid_groups=valid_groups, positives=data.positives)
-    if train_groups < MIN_GROUPS or valid_groups < max(MIN_GROUPS // 3, 1):
+    folds = [k for k in range(VALID_FOLDS) if (data.vfold == k).any()]
+    common = dict(train_groups=data.answered_groups, valid_groups=data.answered_groups + missed,
+                  positives=data.positives)
+    if data.answered_groups < MIN_GROUPS or len(folds) < 2:
         name = best_single if validation else fallback
         return FitResult(Ranker("ordering", ordering=name, fit_baskets=fit_baskets),
-                         f"{train_groups + valid_groups} label groups with an answer in the pool (< {MIN_GROUPS} "
+                         f"{data.answered_groups} label groups with an answer in the pool (< {MIN_GROUPS} "
                          f"to fit a model): ordered by {name}", validation, {}, rounds=0, **common)
 
-    import lightgbm as lgb  # type: ignore[import-untyped]
-
-    x_valid = matrix(valid_frame)
-    train = lgb.Dataset(data.x, data.labels, group=_sizes(data.groups), feature_name=list(FEATURES))
-    valid = lgb.Dataset(x_valid, valid_labels, group=_sizes(valid_groups_of), reference=train)
-    booster = lgb.train(dict(PARAMS), train, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
-    rounds = int(booster.best_iteration or booster.current_iteration())
-    raw = np.asarray(booster.predict(x_valid, num_iteration=rounds), dtype=np.float32)
-    model_metrics = group_metrics(valid_groups_of, raw, valid_labels, positives)
+    boosters, rounds, oof = cross_fit(data, folds)
+    model_metrics = group_metrics(data.groups, oof, data.labels, positives, missed=missed)
     validation = {"learned ranker": {"hit": round(model_metrics.hit, 4), "ndcg": round(model_metrics.ndcg, 4)},
                   **validation}
-    gains = booster.feature_importance("gain", iteration=rounds)
+    gains = sum(b.feature_importance("gain", iteration=r) for b, r in zip(boosters, rounds, strict=True))
     total = float(gains.sum()) or 1.0
     importances = {name: round(float(g) / total, 4) for name, g in sorted(zip(FEATURES, gains, strict=True),
                                                                           key=lambda kv: -kv[1]) if g > 0}
+    mean_rounds = round(sum(rounds) / len(rounds))
     single = validation.get(best_single, {"ndcg": -1.0, "hit": -1.0})
+    held = f"{data.answered_groups + missed} label groups, each held back once ({len(folds)} folds)"
     if model_metrics.ndcg < single["ndcg"]:
         return FitResult(Ranker("ordering", ordering=best_single, fit_baskets=fit_baskets),
                          f"the learned ranker (NDCG@{K} {model_metrics.ndcg:.3f}) lost to {best_single} "
-                         f"({single['ndcg']:.3f}) on held-back label groups: ordered by {best_single}",
-                         validation, importances, rounds=rounds, **common)
-    final = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
-    platt = Platt.fit(raw, valid_labels)
-    return FitResult(Ranker("lambdarank", booster=final, platt=platt, fit_baskets=fit_baskets),
-                     f"learned ranker: NDCG@{K} {model_metrics.ndcg:.3f} vs {single['ndcg']:.3f} for the best "
-                     f"single ordering ({best_single}) on {valid_groups} held-back label groups",
-                     validation, importances, rounds=rounds, **common)
+                         f"({single['ndcg']:.3f}) on {held}: ordered by {best_single}",
+                         validation, importances, rounds=mean_rounds, **common)
+    platt = Platt.fit(oof, data.labels)
+    return FitResult(Ranker("lambdarank", boosters=tuple(boosters), platt=platt, fit_baskets=fit_baskets),
+                     f"learned ranker ({len(boosters)} fold boosters): NDCG@{K} {model_metrics.ndcg:.3f} vs "
+                     f"{single['ndcg']:.3f} for the best single ordering ({best_single}) on {held}",
+                     validation, importances, rounds=mean_rounds, **common)
 
 
-def _sizes(groups: npt.NDArray[np.int64]) -> list[int]:
+def cross_fit(data: TrainingSet, folds: Sequence[int]) -> tuple[list[object], list[int], F32]:
+    """One booster per validation fold, trained on the other folds and early-stopped on its own; returns the
+    boosters (cut at their best round), those rounds, and every row's out-of-fold raw score. The rows are
+    binned once and each fold takes a subset of the binned rows, as LightGBM's own `cv` does: no fold copies
+    the feature matrix (the bin edges see every row's features, never a label)."""
+    import lightgbm as lgb  # type: ignore[import-untyped]
+
+    full = lgb.Dataset(data.x, data.labels, group=group_sizes(data.groups), feature_name=list(FEATURES),
+                       params=dict(PARAMS)).construct()
+    oof = np.zeros(data.height, dtype=np.float32)
+    boosters: list[object] = []
+    rounds: list[int] = []
+    for k in folds:
+        held = data.vfold == k
+        rows, back = np.flatnonzero(~held).tolist(), np.flatnonzero(held)
+        train, valid = full.subset(rows), full.subset(back.tolist())
+        booster = lgb.train(dict(PARAMS), train, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
+                            callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
+        best = int(booster.best_iteration or booster.current_iteration())
+        oof[back] = booster.predict(data.x[back], num_iteration=best, num_threads=PARAMS["num_threads"])
+        boosters.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+        rounds.append(best)
+        del train, valid, booster, rows
+    return boosters, rounds, oof
+
+
+def group_sizes(groups: npt.NDArray[np.int64]) -> list[int]:
     if not len(groups):
         return []
     change = np.flatnonzero(np.diff(groups)) + 1

@@ -183,7 +183,7 @@ def training_frame(
         pool, smoothed = build_pool(catalog, fit_behaviour, sources, llm_pairs=llm_pairs)
         pairs = _masked(pair_features(pool, smoothed, catalog, fit_behaviour, llm=llm_features), masked)
         del pool, smoothed, fit_behaviour
-        parts.add(groups.select("g", "s", "valid").join(pairs, on="s")
+        parts.add(groups.select("g", "s", "vfold").join(pairs, on="s")
                   .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
                   .with_columns(pl.col("label").fill_null(0.0)))
         del pairs

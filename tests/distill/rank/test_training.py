@@ -1,7 +1,6 @@
-"""The fold-by-fold training set holds exactly the rows, in the same order, that the one concatenated frame of
-all folds gave the fit before (replayed here as the reference), so the fitted model cannot change. The folds'
-rows are built once and given to both: the candidate pool breaks ties between equal scores in no fixed order,
-so two builds of it may differ."""
+"""The fold-by-fold training set holds exactly the answered groups' rows, in the same order, of the one
+concatenated frame of all folds (replayed here as the reference); the cross-fit scores each group with the
+booster that never saw it."""
 
 from __future__ import annotations
 
@@ -10,7 +9,8 @@ import polars as pl
 
 from distill.stages.rank.context import BehaviourStats, CatalogView
 from distill.stages.rank.features import FEATURES, matrix, pair_features
-from distill.stages.rank.labels import FOLDS, label_groups, split_baskets
+from distill.stages.rank.labels import FOLDS, VALID_FOLDS, label_groups, split_baskets
+from distill.stages.rank.model import MAX_ROUNDS, PARAMS, PATIENCE, Ranker, cross_fit, group_sizes
 from distill.stages.rank.pool import build_pool
 from distill.stages.rank.stage import training_frame
 from distill.stages.rank.training import TrainingSetBuilder
@@ -18,7 +18,7 @@ from tests.distill.rank.test_rank import two_feature_catalog
 
 
 def _fold_parts(catalog: CatalogView, baskets: pl.DataFrame) -> tuple[list[pl.DataFrame], dict[int, int]]:
-    """The labelled rows of each fold, (g, s, valid, t, FEATURES..., label), as training_frame builds them."""
+    """The labelled rows of each fold, (g, s, vfold, t, FEATURES..., label), as training_frame builds them."""
     row_of = pl.DataFrame({"id": list(catalog.ids), "row": np.arange(len(catalog), dtype=np.int32)})
     parts: list[pl.DataFrame] = []
     positives: dict[int, int] = {}
@@ -30,7 +30,7 @@ def _fold_parts(catalog: CatalogView, baskets: pl.DataFrame) -> tuple[list[pl.Da
             continue
         pool, smoothed = build_pool(catalog, behaviour, groups["s"].unique().to_numpy().astype(np.int32))
         pairs = pair_features(pool, smoothed, catalog, behaviour)
-        parts.append(groups.select("g", "s", "valid").join(pairs, on="s")
+        parts.append(groups.select("g", "s", "vfold").join(pairs, on="s")
                      .join(answers.with_columns(label=pl.lit(1.0, pl.Float32)), on=["g", "t"], how="left")
                      .with_columns(pl.col("label").fill_null(0.0)))
         positives.update(zip(groups["g"].to_list(), groups["positives"].to_list(), strict=True))
@@ -45,25 +45,54 @@ def test_streamed_folds_give_the_rows_of_the_concatenated_frame() -> None:
     for part in parts:
         builder.add(part)
     data = builder.build()
-    frame = pl.concat(parts).sort("g", "t")  # the frame fit_ranker sorted and cut into train and valid rows
+    frame = pl.concat(parts).sort("g", "t")  # every fold's rows in one frame, the reference
 
     groups = frame["g"].to_numpy()
-    is_valid = frame["valid"].to_numpy()
-    answered = frame.group_by("g").agg(pl.col("label").max(), pl.col("valid").first()).filter(pl.col("label") > 0)
-    is_train = ~is_valid & np.isin(groups, answered.filter(~pl.col("valid"))["g"].to_numpy())
-    assert is_train.sum() > 100 and is_valid.sum() > 100  # both parts are exercised
-    assert 0 < is_train.sum() < (~is_valid).sum()  # and groups the pool missed are left out of the fit
+    per_group = frame.group_by("g").agg(pl.col("label").max(), pl.col("vfold").first())
+    answered = per_group.filter(pl.col("label") > 0)
+    kept = np.isin(groups, answered["g"].to_numpy())
+    assert 0 < kept.sum() < len(kept)  # groups the pool missed are left out of the rows
 
     x = matrix(frame)
-    assert data.x.shape == (is_train.sum(), len(FEATURES)) and data.x.flags["C_CONTIGUOUS"]
-    assert np.array_equal(data.x, x[is_train], equal_nan=True)
-    assert np.array_equal(data.groups, groups[is_train])
-    assert np.array_equal(data.labels, frame["label"].to_numpy()[is_train])
-    assert data.valid.equals(frame.filter(pl.Series(is_valid)))
-    assert data.valid_groups == int(answered["valid"].sum())
-    assert data.train_groups == answered.height - data.valid_groups
+    assert data.x.shape == (kept.sum(), len(FEATURES)) and data.x.flags["C_CONTIGUOUS"]
+    assert np.array_equal(data.x, x[kept], equal_nan=True)
+    assert np.array_equal(data.groups, groups[kept])
+    assert np.array_equal(data.labels, frame["label"].to_numpy()[kept])
+    assert np.array_equal(data.vfold, frame["vfold"].to_numpy()[kept])
+    assert len(np.unique(data.vfold)) == VALID_FOLDS  # every validation fold holds groups
+    missed = per_group.filter(pl.col("label") <= 0)["vfold"].to_numpy()
+    assert data.missed.tolist() == np.bincount(missed, minlength=VALID_FOLDS).tolist()
+    assert data.answered_groups == answered.height
     assert data.positives == int(frame["label"].sum())
-    assert data.height == is_train.sum() + is_valid.sum()
+    assert data.frame().equals(pl.DataFrame({name: x[kept][:, i] for i, name in enumerate(FEATURES)}))
+
+
+def test_each_group_is_scored_out_of_fold_and_the_ranker_is_the_mean_of_the_fold_boosters() -> None:
+    import lightgbm as lgb
+
+    products, baskets = two_feature_catalog()
+    catalog = CatalogView.build(products, None)
+    data, _, _, _ = training_frame(catalog, baskets, max_basket_size=50)
+    folds = sorted(np.unique(data.vfold).tolist())
+    boosters, rounds, oof = cross_fit(data, folds)
+    assert len(boosters) == len(folds) == VALID_FOLDS
+    for k, booster, best in zip(folds, boosters, rounds, strict=True):
+        held = data.vfold == k
+        # the fold's booster is exactly a fit on the other folds alone (binned as one set), stopped on this one
+        rows, back = np.flatnonzero(~held), np.flatnonzero(held)
+        full = lgb.Dataset(data.x, data.labels, group=group_sizes(data.groups), feature_name=list(FEATURES),
+                           params=dict(PARAMS)).construct()
+        train, valid = full.subset(rows.tolist()), full.subset(back.tolist())
+        assert train.construct().get_group().tolist() == group_sizes(data.groups[rows])
+        alone = lgb.train(dict(PARAMS), train, num_boost_round=MAX_ROUNDS, valid_sets=[valid],
+                          callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
+        assert best == alone.best_iteration
+        assert np.allclose(oof[held], alone.predict(data.x[back], num_iteration=best), atol=1e-6)
+        assert np.allclose(booster.predict(data.x[:50]), alone.predict(data.x[:50], num_iteration=best), atol=1e-6)
+    ranker = Ranker("lambdarank", boosters=tuple(boosters))
+    mean = np.mean([b.predict(data.x[:200]) for b in boosters], axis=0)
+    assert np.allclose(ranker.raw(data.x[:200]), mean, atol=1e-5)
+    assert ranker.model_text().count("# fold booster") == VALID_FOLDS  # type: ignore[union-attr]
 
 
 def test_training_frame_labels_every_fold() -> None:
@@ -72,7 +101,7 @@ def test_training_frame_labels_every_fold() -> None:
     data, positives, fit_baskets, label_baskets = training_frame(catalog, baskets, max_basket_size=50)
     _, expected = _fold_parts(catalog, baskets)
     assert positives == expected
-    assert set(np.unique(data.groups)) | set(data.valid["g"].unique().to_list()) <= set(positives)
-    assert data.train_groups > 0 and data.valid_groups > 0
-    assert data.positives == int(data.labels.sum() + data.valid["label"].sum())
+    assert set(np.unique(data.groups)) <= set(positives)
+    assert data.answered_groups + int(data.missed.sum()) <= len(positives)
+    assert data.positives == int(data.labels.sum())
     assert abs(fit_baskets + label_baskets - baskets["basket_id"].n_unique()) <= 2  # each a mean over folds, floored
