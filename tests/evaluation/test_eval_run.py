@@ -94,11 +94,11 @@ def test_evaluate_tiny_bundlerec_end_to_end(tmp_path: Path, tiny: tuple[Path, Ca
     assert "data:image/png;base64," in html
     assert not re.search(r"(src|href)=['\"]https?:", html)  # self-contained: nothing fetched
     assert "<script" not in html
-    # The run's complement ranker is shown: how it was chosen and its figures on held-back label baskets.
+    # The run's complement ranker is shown: how it was chosen and its figures on the label baskets, out of fold.
     ranker = result.graph.ranker
     flat = " ".join(table.split())  # the table wraps long lines at 80 columns
     assert ranker is not None and "complement ranker" in flat and " ".join(ranker.reason.split()) in flat
-    assert "The complement ranker" in html and "held-back label groups" in html
+    assert "The complement ranker" in html and "label groups, out of fold" in html
     assert result.to_json()["graph"]["ranker"]["kind"] == ranker.kind
 
 
