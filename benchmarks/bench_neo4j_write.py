@@ -4,6 +4,7 @@ the same run, per batch size and number of write sessions; then the load time of
     scripts/neo4j-local start
     python benchmarks/bench_neo4j_write.py                                # 20k products, 100k relations
     python benchmarks/bench_neo4j_write.py --relations 100000 1000000     # also 1M (minutes, ~3 GB client RAM)
+    python benchmarks/bench_neo4j_write.py --server-pid $(cat tools/neo4j/run/neo4j.pid)   # + server CPU
 
 The baseline creates the same products (indexed id) and the same relationships with the same properties,
 from the same Product/Relation objects, with no versioning, no lease, no checks: what a hand-written loader
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup:
             start = time.perf_counter()
             warm_up(driver, *synthetic_graph(args.products, args.warmup, seed=11), args.batch_sizes[0])
-            console.print(f"warm-up: {args.warmup:,} relations through both loaders in {time.perf_counter() - start:.1f}s")
+            warm_s = time.perf_counter() - start
+            console.print(f"warm-up: {args.warmup:,} relations through both loaders in {warm_s:.1f}s")
 
         for n_relations in args.relations:
             t0 = time.perf_counter()
