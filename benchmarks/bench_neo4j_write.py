@@ -4,6 +4,7 @@ the same run, per batch size and number of write sessions; then the load time of
     scripts/neo4j-local start
     python benchmarks/bench_neo4j_write.py                                # 20k products, 100k relations
     python benchmarks/bench_neo4j_write.py --relations 100000 1000000     # also 1M (minutes, ~3 GB client RAM)
+    python benchmarks/bench_neo4j_write.py --server-pid $(cat tools/neo4j/run/neo4j.pid)   # + server CPU
 
 The baseline creates the same products (indexed id) and the same relationships with the same properties,
 from the same Product/Relation objects, with no versioning, no lease, no checks: what a hand-written loader
@@ -146,16 +147,66 @@ def plain_create(driver: neo4j.Driver, products: list[Product], relations: list[
     return time.perf_counter() - start
 
 
+class _CpuMeter:
+    """Wall time, this process's CPU time and (given its pid, on this machine) the server's CPU time of a block.
+    CPU seconds hardly depend on how loaded the machine is, wall seconds do: on a shared machine they tell
+    where the time would go on a quiet one."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self._pid = server_pid
+        self.wall = self.client = 0.0
+        self.server: float | None = None
+
+    def _server_cpu(self) -> float | None:
+        if self._pid is None:
+            return None
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def __enter__(self) -> _CpuMeter:
+        self._t, self._c, self._s = time.perf_counter(), time.process_time(), self._server_cpu()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wall = time.perf_counter() - self._t
+        self.client = time.process_time() - self._c
+        end = self._server_cpu()
+        self.server = None if end is None or self._s is None else end - self._s
+
+
+def publish_store(
+    driver: neo4j.Driver, products: list[Product], relations: list[Relation], batch: int, parallel: int
+) -> _TimedStore:
+    store = _TimedStore(driver, batch_size=batch, keep=1, progress=False, parallel=parallel)
+    store.publish(products, relations, manifest_for(f"bench-b{batch}-s{parallel}", products, relations))
+    return store
+
+
+def warm_up(driver: neo4j.Driver, products: list[Product], relations: list[Relation], batch: int) -> None:
+    """Both loaders once, untimed: a fresh server's JIT has compiled neither write path yet, and whichever ran
+    first would pay for it (the first 100k relationships cost a cold server 3-5x the CPU of later ones)."""
+    wipe(driver)
+    plain_create(driver, products, relations, batch)
+    wipe(driver)
+    publish_store(driver, products, relations, batch, 1)
+    wipe(driver)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--relations", type=int, nargs="+", default=[100_000])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2], help="write sessions of the store")
+    parser.add_argument("--warmup", type=int, default=100_000,
+                        help="relations loaded once by both loaders before timing (0: none)")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="pid of a server on this machine, to report its CPU time "
+                             "(scripts/neo4j-local: $(cat tools/neo4j/run/neo4j.pid))")
     parser.add_argument("--lookups", type=int, default=200, help="live complements_query calls to time")
     parser.add_argument("--wipe", action="store_true", help="allow running on a database that holds data")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=140)
 
     uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
     auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "shelfgraph"))
@@ -171,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         driver.execute_query(PLAIN_INDEX)
         Neo4jStore(driver).ensure_schema()
         driver.execute_query("CALL db.awaitIndexes(300)")
+        if args.warmup:
+            start = time.perf_counter()
+            warm_up(driver, *synthetic_graph(args.products, args.warmup, seed=11), args.batch_sizes[0])
+            warm_s = time.perf_counter() - start
+            console.print(f"warm-up: {args.warmup:,} relations through both loaders in {warm_s:.1f}s")
 
         for n_relations in args.relations:
             t0 = time.perf_counter()
@@ -178,32 +234,35 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"built {len(products):,} products / {len(relations):,} relations in "
                           f"{time.perf_counter() - t0:.1f}s")
             table = Table(title=f"Neo4j publish, {len(products):,} products, {len(relations):,} relations ({uri})")
-            for column in ("batch", "plain CREATE rels/s", "store sessions", "publish s", "store rels/s",
-                           "store / plain", "db s (sum)", "load s"):
+            for column in ("loader", "batch", "sessions", "seconds", "rels/s", "vs plain", "client CPU s",
+                           "server CPU s", "db s (sum)", "load s"):
                 table.add_column(column, justify="right")
             store: Neo4jStore | None = None
             for batch in args.batch_sizes:
                 wipe(driver)
-                plain_rate = len(relations) / plain_create(driver, products, relations, batch)
+                with _CpuMeter(args.server_pid) as plain:
+                    plain_create(driver, products, relations, batch)
+                plain_rate = len(relations) / plain.wall
+                server = "-" if plain.server is None else f"{plain.server:.1f}"
+                table.add_row("plain CREATE", f"{batch:,}", "1", f"{plain.wall:.2f}", f"{plain_rate:,.0f}", "1.00x",
+                              f"{plain.client:.1f}", server, "", "")
                 for parallel in args.parallel:
                     wipe(driver)
-                    store = _TimedStore(driver, batch_size=batch, keep=1, progress=False, parallel=parallel)
-                    version = f"bench-b{batch}-s{parallel}"
-                    start = time.perf_counter()
-                    store.publish(products, relations, manifest_for(version, products, relations))
-                    publish_s = time.perf_counter() - start
+                    with _CpuMeter(args.server_pid) as run:
+                        store = publish_store(driver, products, relations, batch, parallel)
                     start = time.perf_counter()
                     graph = store.load()
                     load_s = time.perf_counter() - start
                     assert graph.edges.height == len(relations) and graph.nodes.height == len(products)
-                    rate = len(relations) / publish_s
-                    table.add_row(f"{batch:,}", f"{plain_rate:,.0f}", str(parallel), f"{publish_s:.2f}",
-                                  f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{store.db_seconds:.1f}",
-                                  f"{load_s:.2f}")
+                    rate = len(relations) / run.wall
+                    server = "-" if run.server is None else f"{run.server:.1f}"
+                    table.add_row("store", f"{batch:,}", str(parallel), f"{run.wall:.2f}", f"{rate:,.0f}",
+                                  f"{rate / plain_rate:.2f}x", f"{run.client:.1f}", server,
+                                  f"{store.db_seconds:.1f}", f"{load_s:.2f}")
             console.print(table)
-            load1, _, _ = os.getloadavg()
-            console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} at the end "
-                          "(client and server share it)")
+            load1, load5, _ = os.getloadavg()
+            console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} / {load5:.1f} (1 / 5 min) at "
+                          "the end (client and server share it)")
             if args.lookups and store is not None:
                 sources = [r.source for r in relations if r.kind == "complement"][: args.lookups]
                 complements_query(driver, sources[0], 10)  # warm the plan cache
