@@ -5,7 +5,8 @@ trained on the other folds and stopped early on NDCG@10 of its own. Every group 
 booster that never saw it (out of fold); those scores judge the model against every single-evidence ordering
 and fit the Platt calibration to [0, 1]. The served ranker is the mean of the fold boosters, which averages
 away the variance of early stopping on one small held-back part. When the label part is too small, or a
-single evidence ordering beats the model out of fold, that ordering is used instead and the report says why.
+single evidence ordering clearly beats the model out of fold (beyond two paired standard errors), that ordering is
+used instead and the report says why.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 
 from distill.stages.rank.context import F32
 from distill.stages.rank.features import FEATURES, matrix
+from distill.stages.rank.gate import Z_CLEAR
 from distill.stages.rank.labels import VALID_FOLDS
 from distill.stages.rank.training import TrainingSet
 
@@ -53,6 +55,9 @@ class Metrics:
     hit: float
     ndcg: float
     groups: int
+    each: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
+    """NDCG@k of every counted group (groups the pool missed last, as zeros): two orderings of the same rows
+    give aligned arrays, for a paired comparison."""
 
 
 def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, positives: Mapping[int, int],
@@ -61,14 +66,14 @@ def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, posit
     also those the pool missed (they count in the ideal DCG, as in the evaluation protocol). `missed`: groups
     whose pool holds none of their answers, which score zero and count in the mean."""
     if not len(groups):
-        return Metrics(0.0, 0.0, missed)
+        return Metrics(0.0, 0.0, missed, np.zeros(missed))
     frame = pl.DataFrame({"g": groups, "score": scores, "label": labels}).with_columns(
         pos=pl.col("score").fill_nan(-np.inf).rank("ordinal", descending=True).over("g"))
     top = frame.filter(pl.col("pos") <= k)
     gains = top.with_columns(dcg=pl.col("label") / (pl.col("pos") + 1).log(2)).group_by("g").agg(
         pl.col("dcg").sum(), hit=(pl.col("label").max() > 0).cast(pl.Float64))
-    total_hit = total_ndcg = 0.0
-    n = 0
+    total_hit = 0.0
+    each: list[float] = []
     dcg = dict(zip(gains["g"].to_list(), zip(gains["dcg"].to_list(), gains["hit"].to_list(), strict=True),
                    strict=True))
     for g in np.unique(groups).tolist():
@@ -78,10 +83,20 @@ def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, posit
         ideal = sum(1.0 / math.log2(i + 2) for i in range(min(relevant, k)))
         value, hit = dcg.get(g, (0.0, 0.0))
         total_hit += hit
-        total_ndcg += value / ideal
-        n += 1
-    n += missed
-    return Metrics(total_hit / n if n else 0.0, total_ndcg / n if n else 0.0, n)
+        each.append(value / ideal)
+    each.extend([0.0] * missed)
+    n = len(each)
+    return Metrics(total_hit / n if n else 0.0, sum(each) / n if n else 0.0, n, np.asarray(each))
+
+
+def clearly_better(a: Metrics, b: Metrics, z: float = Z_CLEAR) -> bool:
+    """Whether `a` beats `b` on the same groups by more than `z` standard errors of the paired NDCG
+    difference: a tie within noise is no reason to prefer either."""
+    diffs = a.each - b.each
+    if len(diffs) < 2:
+        return bool(diffs.sum() > 0)
+    spread = float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
+    return float(diffs.mean()) > z * spread
 
 
 def ordering_scores(frame: pl.DataFrame, column: str) -> F32:
@@ -193,10 +208,12 @@ def fit_ranker(data: TrainingSet, positives: Mapping[int, int], *, fit_baskets: 
     frame = data.frame()
     missed = int(data.missed.sum())
     validation: dict[str, dict[str, float]] = {}
+    orderings: dict[str, Metrics] = {}
     for name, column in ORDERINGS.items():
         if frame.height and not frame[column].is_nan().all():
             m = group_metrics(data.groups, ordering_scores(frame, column), data.labels, positives, missed=missed)
             validation[name] = {"hit": round(m.hit, 4), "ndcg": round(m.ndcg, 4)}
+            orderings[name] = m
     del frame
     best_single = max(validation, key=lambda n: (validation[n]["ndcg"], validation[n]["hit"]), default=fallback)
     folds = [k for k in range(VALID_FOLDS) if (data.vfold == k).any()]
@@ -219,9 +236,12 @@ def fit_ranker(data: TrainingSet, positives: Mapping[int, int], *, fit_baskets: 
     mean_rounds = round(sum(rounds) / len(rounds))
     single = validation.get(best_single, {"ndcg": -1.0, "hit": -1.0})
     held = f"{data.answered_groups + missed} label groups, each held back once ({len(folds)} folds)"
-    if model_metrics.ndcg < single["ndcg"]:
+    # The model holds every ordering's evidence as a feature; only an ordering clearly better out of fold
+    # (beyond Z_CLEAR paired standard errors) replaces it. Within noise, the model's other features are what
+    # serve products the label part says little about.
+    if best_single in orderings and clearly_better(orderings[best_single], model_metrics):
         return FitResult(Ranker("ordering", ordering=best_single, fit_baskets=fit_baskets),
-                         f"the learned ranker (NDCG@{K} {model_metrics.ndcg:.3f}) lost to {best_single} "
+                         f"the learned ranker (NDCG@{K} {model_metrics.ndcg:.3f}) lost clearly to {best_single} "
                          f"({single['ndcg']:.3f}) on {held}: ordered by {best_single}",
                          validation, importances, rounds=mean_rounds, **common)
     platt = Platt.fit(oof, data.labels)

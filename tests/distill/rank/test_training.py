@@ -10,7 +10,8 @@ import polars as pl
 from distill.stages.rank.context import BehaviourStats, CatalogView
 from distill.stages.rank.features import FEATURES, matrix, pair_features
 from distill.stages.rank.labels import FOLDS, VALID_FOLDS, label_groups, split_baskets
-from distill.stages.rank.model import MAX_ROUNDS, PARAMS, PATIENCE, Ranker, cross_fit, group_sizes
+from distill.stages.rank.model import (MAX_ROUNDS, PARAMS, PATIENCE, Metrics, Ranker, clearly_better, cross_fit,
+                                       group_metrics, group_sizes)
 from distill.stages.rank.pool import build_pool
 from distill.stages.rank.stage import training_frame
 from distill.stages.rank.training import TrainingSetBuilder
@@ -105,3 +106,24 @@ def test_training_frame_labels_every_fold() -> None:
     assert data.answered_groups + int(data.missed.sum()) <= len(positives)
     assert data.positives == int(data.labels.sum())
     assert abs(fit_baskets + label_baskets - baskets["basket_id"].n_unique()) <= 2  # each a mean over folds, floored
+
+
+def test_an_ordering_replaces_the_model_only_when_clearly_better() -> None:
+    rng = np.random.default_rng(0)
+    model = rng.random(2000)
+    tie = Metrics(0.0, float(model.mean()), 2000, model + rng.normal(0.0, 0.05, 2000) + 0.001)
+    clear = Metrics(0.0, float(model.mean()), 2000, model + rng.normal(0.0, 0.05, 2000) + 0.02)
+    fitted = Metrics(0.0, float(model.mean()), 2000, model)
+    assert tie.ndcg >= 0 and float(tie.each.mean()) > float(model.mean())  # higher, but within noise
+    assert not clearly_better(tie, fitted)
+    assert clearly_better(clear, fitted)
+    assert not clearly_better(fitted, clear)
+
+
+def test_group_metrics_count_the_missed_groups_as_zeros() -> None:
+    groups = np.array([0, 0, 1, 1], dtype=np.int64)
+    labels = np.array([1, 0, 0, 1], dtype=np.float32)
+    scores = np.array([0.9, 0.1, 0.9, 0.1], dtype=np.float32)
+    m = group_metrics(groups, scores, labels, {0: 1, 1: 1}, missed=2)
+    assert m.groups == 4 and len(m.each) == 4 and m.each[2:].tolist() == [0.0, 0.0]
+    assert m.hit == 0.5 and abs(m.ndcg - (1.0 + 1.0 / np.log2(3)) / 4) < 1e-9
