@@ -113,4 +113,9 @@ def nodes_frame(products: Iterable[Product]) -> pl.DataFrame:
 
 
 def edges_frame(relations: Iterable[Relation]) -> pl.DataFrame:
+    """The edges table of `relations`; a `RelationTable` (graph_schema.relation_table) is one already."""
+    from graph_schema.relation_table import RelationTable  # it builds on this module
+
+    if isinstance(relations, RelationTable):
+        return relations.frame
     return pl.DataFrame([relation_row(r) for r in relations], schema=EDGE_SCHEMA)

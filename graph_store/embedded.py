@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from graph_schema.errors import StoreError, VersionNotFound
 from graph_schema.store import PublishedGraph
-from graph_schema.kinds import RELATION_KINDS, RelationKind
 from graph_schema.models import GraphVersion, Product, Relation
+from graph_schema.relation_table import relation_table
 from graph_schema.tables import EDGE_SCHEMA, NODE_SCHEMA, edges_frame, nodes_frame
 
 NODES_FILE: Final = "nodes.parquet"
@@ -101,13 +101,15 @@ class EmbeddedStore:
         known = {p.id for p in products}
         if len(known) != len(products):
             raise StoreError(f"version {version_id}: duplicate product ids in the nodes table")
-        dangling = [r.key for r in relations if r.source not in known or r.target not in known]
+        table = relation_table(relations)  # checked as columns: a large version holds a million relations
+        ids = pl.Series(list(known), dtype=pl.String).implode()
+        dangling = table.frame.filter(~pl.col("source").is_in(ids) | ~pl.col("target").is_in(ids)).select(
+            "source", "target", "kind").rows()
         if dangling:
             raise StoreError(
                 f"version {version_id}: {len(dangling)} relations point outside the catalog, e.g. {dangling[:3]}"
             )
-        keys = [r.key for r in relations]
-        if len(set(keys)) != len(keys):
+        if table.frame.select("source", "target", "kind").is_duplicated().any():
             raise StoreError(f"version {version_id}: duplicate (source, target, kind) relations")
         with self._publish_lock():
             self._clean_staging()
@@ -116,9 +118,7 @@ class EmbeddedStore:
                 raise StoreError(
                     f"version {version_id!r} already exists in {self.versions_dir}; versions are immutable"
                 )
-            counts: dict[RelationKind, int] = dict.fromkeys(RELATION_KINDS, 0)
-            for relation in relations:
-                counts[relation.kind] = counts.get(relation.kind, 0) + 1
+            counts = table.counts()
             stored = manifest.model_copy(update={
                 "product_count": len(products),
                 "relation_counts": counts,
@@ -127,7 +127,7 @@ class EmbeddedStore:
             stage = self.staging_dir / f"{version_id}.{uuid.uuid4().hex[:8]}"
             try:
                 stage.mkdir(parents=True)
-                self._write_version(stage, nodes_frame(products), edges_frame(relations), stored)
+                self._write_version(stage, nodes_frame(products), edges_frame(table), stored)
                 self.versions_dir.mkdir(parents=True, exist_ok=True)
                 os.rename(stage, target)
                 _fsync_dir(self.versions_dir)

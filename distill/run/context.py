@@ -14,7 +14,8 @@ from distill.candidates.model import Candidate, candidates_frame, candidates_fro
 from distill.run.state import RunDir, RunInfo, RunState
 from distill.settings import DistillSettings
 from distill.stages.propose import ProposalRecord
-from graph_schema.models import Product, RankerSummary, Rejection, Relation, StageReport
+from graph_schema.models import Product, RankerSummary, Rejection, StageReport
+from graph_schema.relation_table import RelationTable
 
 if TYPE_CHECKING:
     from distill.candidates.generators import EmbeddingTable
@@ -103,7 +104,7 @@ class Ranked:
     """The rank stage's output: every scored relation (learned complements, formula substitutes) and the
     ranker's artefacts."""
 
-    relations: list[Relation]
+    relations: RelationTable
     summary: RankerSummary
     model_text: str | None = None
 
@@ -125,7 +126,7 @@ def _write_ranked(state: RunState, stage: str, ranked: Ranked) -> None:
 
 
 def _read_ranked(state: RunState, stage: str) -> Ranked:
-    relations = state.dir.read_relations(stage)
+    relations = state.dir.read_relation_table(stage)
     state.report.ranker = RankerSummary.model_validate_json(state.dir.file("ranker", "json").read_text("utf-8"))
     return Ranked(relations, state.report.ranker)
 
@@ -136,8 +137,8 @@ PROPOSALS: Output[list[ProposalRecord]] = Output(lambda s, n, v: s.dir.write_rec
                                                  lambda s, n: s.dir.read_records(n, ProposalRecord))
 CANDIDATES: Output[list[Candidate]] = Output(lambda s, n, v: s.dir.write_frame(n, candidates_frame(v)),
                                              lambda s, n: candidates_from_frame(s.dir.read_frame(n)))
-RELATIONS: Output[list[Relation]] = Output(lambda s, n, v: s.dir.write_relations(n, v),
-                                           lambda s, n: s.dir.read_relations(n))
+RELATIONS: Output[RelationTable] = Output(lambda s, n, v: s.dir.write_relations(n, v),
+                                          lambda s, n: s.dir.read_relation_table(n))
 RANKED: Output[Ranked] = Output(_write_ranked, _read_ranked)
 """rank.parquet plus the ranker artefacts (ranker.txt, ranker.json) and the report's ranker summary."""
 

@@ -37,6 +37,7 @@ from graph_schema.models import (
     StageReport,
     catalog_fingerprint,
 )
+from graph_schema.relation_table import RelationTable, relation_table
 
 if TYPE_CHECKING:
     from distill.ingest.catalog import Interactions
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 class DistillResult:
     run_id: str
     products: list[Product]
-    relations: list[Relation]
-    rejections: list[Rejection]
+    relations: Sequence[Relation]
+    """A RelationTable when the pipeline made it (its relations are built as they are read)."""
+    rejections: Sequence[Rejection]
     report: RunReport
     run_dir: Path
     catalog_fingerprint: str = ""
@@ -213,7 +215,7 @@ def _stopped(ctx: RunContext, stage: str, pending: list[RenderedPrompt[Any]]) ->
     state.report.finished_at = datetime.now(timezone.utc)
     ctx.run.write_report(state.report)
     current = ctx.outputs.get("enrich", ctx.kept)
-    return DistillResult(ctx.run_id, list(current), [], state.rejections, state.report, ctx.run.path,
+    return DistillResult(ctx.run_id, list(current), RelationTable.empty(), state.rejections, state.report, ctx.run.path,
                          ctx.info.catalog_fingerprint, [ctx.model] if ctx.model else [], list(PROMPT_VERSIONS.values()),
                          pending, stage)
 
@@ -235,7 +237,7 @@ def _finished(ctx: RunContext) -> DistillResult:
 
 def models_used(relations: Sequence[Relation], answered: Collection[str], configured: str | None) -> list[str]:
     """GraphVersion.models: every model that answered (a fallback included), not just the configured one."""
-    found = {r.provenance.model for r in relations if r.provenance.model} | set(answered)
+    found = {m for m in relation_table(relations).frame["model"].unique().to_list() if m} | set(answered)
     return sorted(found) if found else ([configured] if configured else [])
 
 
@@ -262,9 +264,7 @@ def publish(result: DistillResult, store: GraphStore, *, parent: str | None = No
     version defaults to the store's current one, whichever store it is."""
     if not result.complete:
         raise StageError(f"run {result.run_id} stopped at {result.stopped_at} with pending requests; nothing to publish")
-    counts = {"complement": 0, "substitute": 0}
-    for relation in result.relations:
-        counts[relation.kind] += 1
+    counts = relation_table(result.relations).counts()
     started = time.perf_counter()
     manifest = GraphVersion(
         version_id=f"v{new_run_id()}",  # one run may be published twice (another store, a rollback)
@@ -294,7 +294,7 @@ def load_result(run_dir: Path) -> DistillResult:
     info = run.read_info()
     if info is None or not run.has("prune") or not run.has("products"):
         raise StageError(f"run {run.run_id} did not finish; re-run `shelfgraph distill --run-id {run.run_id}`")
-    relations = run.read_relations("prune")
+    relations = run.read_relation_table("prune")
     return DistillResult(
         run_id=run.run_id, products=run.read_products("products"), relations=relations,
         rejections=run.read_rejections(), report=run.read_report(), run_dir=run.path,

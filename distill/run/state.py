@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import numpy as np
 import polars as pl
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill.errors import LLMError, StageError
 from graph_schema.models import Product, Rejection, Relation, RunReport, StageReport
+from graph_schema.relation_table import RelationTable
 from graph_schema.tables import edges_frame, nodes_frame, product_from_row, relation_from_row
 
 M = TypeVar("M", bound=BaseModel)
@@ -174,10 +175,19 @@ class RunDir:
     def read_relations(self, stage: str) -> list[Relation]:
         return [relation_from_row(row) for row in self.read_frame(stage).iter_rows(named=True)]
 
+    def read_relation_table(self, stage: str) -> RelationTable:
+        """The relations as their table (no Relation object is made until one is read)."""
+        return RelationTable(self.read_frame(stage))
+
     # --- records --------------------------------------------------------------------------------------------
-    def write_records(self, stage: str, records: Sequence[BaseModel]) -> Path:
+    def write_records(self, stage: str, records: Iterable[BaseModel]) -> Path:
+        """One JSON line per record, written as they are read (a stage may refuse hundreds of thousands)."""
         path = self.file(stage, "jsonl")
-        _atomic_write_bytes(path, "".join(r.model_dump_json() + "\n" for r in records).encode("utf-8"))
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(record.model_dump_json() + "\n")
+        os.replace(tmp, path)  # a crash mid-write leaves the old file or none, never half a file
         return path
 
     def read_records(self, stage: str, model: type[M]) -> list[M]:
@@ -236,6 +246,40 @@ class RunDir:
         return path
 
 
+class RejectionLog(Sequence[Rejection]):
+    """Every rejection of a run so far, stage by stage, each stage's part kept as the stage gave it (a list, or
+    a table read one rejection at a time such as prune's `RejectedRelations`): never one object per refused
+    relation for the whole run."""
+
+    def __init__(self) -> None:
+        self._parts: list[Sequence[Rejection]] = []
+
+    def add(self, part: Sequence[Rejection]) -> None:
+        if len(part):
+            self._parts.append(part)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> Rejection: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Rejection]: ...
+    def __getitem__(self, index: int | slice) -> Rejection | list[Rejection]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        position = index + len(self) if index < 0 else index
+        for part in self._parts:
+            if 0 <= position < len(part):
+                return part[position]
+            position -= len(part)
+        raise IndexError(f"rejection {index} of {len(self)}")
+
+    def __iter__(self) -> Iterator[Rejection]:
+        for part in self._parts:
+            yield from part
+
+
 class RunState:
     """State of one pipeline run: the run folder, the report so far, and which stages may be reused."""
 
@@ -243,7 +287,7 @@ class RunState:
         self.dir = run
         self.report = report
         self.reuse_outputs = reuse_outputs
-        self.rejections: list[Rejection] = []
+        self.rejections = RejectionLog()
         self.previous = {s.stage: s for s in self._previous_report().stages} if reuse_outputs else {}
 
     def _previous_report(self) -> RunReport:
@@ -257,7 +301,7 @@ class RunState:
         if self.reuse_outputs and self.dir.has(stage) and stage in self.previous:
             old = self.previous[stage]
             self.report.stages.append(old.model_copy(update={"wall_seconds": 0.0}))
-            self.rejections.extend(r for r in self.dir.read_rejections() if r.stage == stage)
+            self.rejections.add([r for r in self.dir.read_rejections() if r.stage == stage])
             return True
         # Once one stage is recomputed, every later stage must be too: its input changed.
         self.reuse_outputs = False
@@ -265,8 +309,8 @@ class RunState:
 
     def done(self, report: StageReport, rejections: Sequence[Rejection] = ()) -> None:
         self.report.stages.append(report)
-        self.rejections.extend(rejections)
-        self.dir.write_rejections(report.stage, list(rejections))
+        self.rejections.add(rejections)
+        self.dir.write_rejections(report.stage, rejections)
         self.dir.write_report(self.report)
 
     @contextmanager

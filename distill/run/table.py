@@ -31,7 +31,6 @@ from distill.run.context import (
 )
 from distill.run.state import CachedEncoder
 from distill.settings import DistillSettings
-from distill.stages.common import reason_counts
 from distill.stages.enrich import enrich
 from distill.stages.ground import ground
 from distill.stages.propose import ProposalRecord, propose
@@ -39,7 +38,9 @@ from distill.stages.rank.stage import LLM_SCHEMA, LLMEvidence, RankResult, rank_
 from distill.stages.scoring import Source, best_per_source, prescore, to_relation
 from distill.stages.verify import verify
 from distill.stages.verify_plan import judge_depth, plan_verification
-from graph_schema.models import Product, Rejection, Relation
+from graph_schema.models import Product
+from graph_schema.relation_table import RejectedRelations, RelationTable
+from graph_schema.tables import EDGE_SCHEMA
 
 if TYPE_CHECKING:
     from distill.ingest.catalog import Interactions
@@ -175,20 +176,21 @@ def _ranked(ctx: RunContext, judged: list[Candidate]) -> Outcome[Ranked]:
         substitutes = [c for c in judged if c.kind == "substitute"]
         best, cut = best_per_source(substitutes, ctx.available, max_complements=settings.max_complements,
                                     max_substitutes=settings.max_substitutes)
-        scored = [*ranked.relations,
-                  *(to_relation(c, ctx.available, ctx.run_id, ctx.model, ctx.by_id, score) for score, c in best)]
+        del substitutes
+        scored = RelationTable.concat([ranked.relations, RelationTable.from_relations(
+            to_relation(c, ctx.available, ctx.run_id, ctx.model, ctx.by_id, score) for score, c in best)])
     report = ctx.report("rank", items_in=len(judged), items_out=len(scored), rejected=cut,
                         rejection_reasons={"substitutes beyond twice the degree cap": cut} if cut else {})
     return Outcome(Ranked(scored, ranked.summary, ranked.model_text), report,
                    notes=(f"complement ranker: {ranked.summary.reason}",))
 
 
-def _pruned(ctx: RunContext, judged: list[Candidate], ranked: Ranked) -> Outcome[list[Relation]]:
+def _pruned(ctx: RunContext, judged: list[Candidate], ranked: Ranked) -> Outcome[RelationTable]:
     # Reused relations are pruned together with this run's, so degree caps and symmetry hold over both.
     merged = _merge_reused(ranked.relations, ctx.reuse, ctx.by_id, ctx.only)
     final, pruned_away = _prune(merged, ctx.by_id, ctx.settings, [c for c in judged if c.near_duplicate])
     report = ctx.report("prune", items_in=len(merged), items_out=len(final), rejected=len(pruned_away),
-                        rejection_reasons=reason_counts(pruned_away))
+                        rejection_reasons=pruned_away.reason_counts())
     return Outcome(final, report, pruned_away)
 
 
@@ -303,28 +305,31 @@ def _merge_pool(
 
 
 def _prune(
-    relations: list[Relation], by_id: dict[str, Product], settings: DistillSettings, near: list[Candidate]
-) -> tuple[list[Relation], list[Rejection]]:
+    relations: RelationTable, by_id: dict[str, Product], settings: DistillSettings, near: list[Candidate]
+) -> tuple[RelationTable, RejectedRelations]:
     from distill.stages.prune import prune
 
     near_duplicates = {frozenset((c.source, c.target)) for c in near}
     result = prune(relations, by_id, max_complements=settings.max_complements,
                    max_substitutes=settings.max_substitutes, min_score=settings.min_score,
                    min_complement_score=settings.min_complement_score, near_duplicates=near_duplicates)
-    return list(result.relations), list(result.rejections)
+    return result.relations, result.rejections
 
 
 def _merge_reused(
-    fresh: list[Relation], reuse: PublishedGraph | None, by_id: dict[str, Product], only: set[str] | None
-) -> list[Relation]:
+    fresh: RelationTable, reuse: PublishedGraph | None, by_id: dict[str, Product], only: set[str] | None
+) -> RelationTable:
     """Incremental mode: this run's relations for the products in `only`, last version's for the rest, minus
     relations that touch a product no longer in the catalog."""
     if reuse is None or only is None:
         return fresh
-    keys = {r.key for r in fresh}
-    kept = [r for r in reuse.relations()
-            if r.source not in only and r.source in by_id and r.target in by_id and r.key not in keys]
-    return [*kept, *fresh]
+    known = pl.Series(list(by_id), dtype=pl.String).implode()
+    kept = (reuse.edges.select([pl.col(name).cast(dtype) for name, dtype in EDGE_SCHEMA.items()])
+            .filter(~pl.col("source").is_in(pl.Series(sorted(only), dtype=pl.String).implode())
+                    & pl.col("source").is_in(known) & pl.col("target").is_in(known))
+            .join(fresh.frame.select("source", "target", "kind"), on=["source", "target", "kind"], how="anti",
+                  maintain_order="left"))
+    return RelationTable.concat([RelationTable(kept), fresh])
 
 
 # ============================================================================================ the table

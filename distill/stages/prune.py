@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
-from distill.compact import share_fields_sets
-from graph_schema.models import Product, Rejection, Relation
+from graph_schema.models import Product, Relation
+from graph_schema.relation_table import RejectedRelations, RelationTable
+from graph_schema.tables import EDGE_SCHEMA, edges_frame, relation_from_row
 
 if TYPE_CHECKING:
     from distill.evidence.retrieval import CatalogRetriever
@@ -31,15 +33,8 @@ PruneReason = Literal[
 
 @dataclass(frozen=True)
 class PruneResult:
-    relations: list[Relation]
-    rejections: list[Rejection]
-
-
-def _reject(relation: Relation, reason: PruneReason, detail: str | None = None) -> Rejection:
-    # The whole relation travels in `raw`, so a rejected edge can be inspected or restored as it was.
-    item = f"{relation.source}->{relation.target} ({relation.kind})"
-    return share_fields_sets(Rejection(stage=PRUNE_STAGE, item=item if detail is None else f"{item}: {detail}",
-                                       reason=reason, raw=relation.model_dump_json()))
+    relations: RelationTable
+    rejections: RejectedRelations
 
 
 def _merge(copies: list[Relation]) -> tuple[Relation, list[Relation]]:
@@ -55,15 +50,22 @@ def _merge(copies: list[Relation]) -> tuple[Relation, list[Relation]]:
     best = ranked[0]
     if tuple(reasons) == best.reasons:
         return best, ranked[1:]
-    return share_fields_sets(best.model_copy(update={"reasons": tuple(reasons)})), ranked[1:]
+    return best.model_copy(update={"reasons": tuple(reasons)}), ranked[1:]
 
 
-def _mirror(relation: Relation) -> Relation:
-    return share_fields_sets(relation.model_copy(update={"source": relation.target, "target": relation.source}))
+_EDGE_COLUMNS: Final = list(EDGE_SCHEMA)
+_KEY: Final = ["source", "target", "kind"]
+
+
+def _refused(frame: pl.DataFrame, reason: PruneReason, detail: str | list[str] | None = None) -> pl.DataFrame:
+    """Rows of `frame` as REJECTED_SCHEMA rows with one reason (and a detail per row, or one for all)."""
+    details = detail if isinstance(detail, list) else [detail] * frame.height
+    return frame.select(_EDGE_COLUMNS).with_columns(reason=pl.lit(reason, pl.String),
+                                                    detail=pl.Series("detail", details, dtype=pl.String))
 
 
 def prune(
-    relations: Sequence[Relation],
+    relations: Sequence[Relation] | RelationTable,
     products: Mapping[str, Product],
     *,
     max_complements: int,
@@ -73,80 +75,117 @@ def prune(
     near_duplicates: set[frozenset[str]] | None = None,
 ) -> PruneResult:
     """Steps, in order: (1) self loops and ids not in `products`; (2) copies of one (source, target, kind)
-    merged; (3) score < min_score (`min_complement_score` for complements when given); (4) complements between near-duplicate listings; (5) every substitute
-    a->b gets its mirror b->a (same score, reasons, evidence) unless b->a survived on its own; (6) degree caps:
-    each source keeps its `max_complements` best complements; substitute PAIRS are taken best first and a
-    pair is kept only while BOTH ends are under `max_substitutes`, so the result stays symmetric."""
+    merged; (3) score < min_score (`min_complement_score` for complements when given); (4) complements between
+    near-duplicate listings; (5) every substitute a->b gets its mirror b->a (same score, reasons, evidence)
+    unless b->a survived on its own; (6) degree caps: each source keeps its `max_complements` best complements;
+    substitute PAIRS are taken best first and a pair is kept only while BOTH ends are under `max_substitutes`,
+    so the result stays symmetric. Output sorted by (source, kind, score descending, target).
+
+    Works on the columns (a run's million relations are never a million objects here); only copies of one key,
+    which are rare, are merged as `Relation`s."""
     if max_complements < 0 or max_substitutes < 0:
         raise ValueError("degree caps must be >= 0")
-    near = near_duplicates or set()
-    rejections: list[Rejection] = []
+    frame = edges_frame(relations).with_row_index("_i")
+    refused: list[pl.DataFrame] = []
 
-    groups: dict[tuple[str, str, str], list[Relation]] = defaultdict(list)
-    for relation in relations:
-        if relation.source == relation.target:
-            rejections.append(_reject(relation, "self_loop"))
-        elif relation.source not in products:
-            rejections.append(_reject(relation, "unknown_source"))
-        elif relation.target not in products:
-            rejections.append(_reject(relation, "unknown_target"))
-        else:
-            groups[relation.key].append(relation)
+    known = pl.Series("known", list(products), dtype=pl.String).implode()
+    loop = pl.col("source") == pl.col("target")
+    no_source = ~loop & ~pl.col("source").is_in(known)
+    no_target = ~loop & pl.col("source").is_in(known) & ~pl.col("target").is_in(known)
+    for condition, why in ((loop, "self_loop"), (no_source, "unknown_source"), (no_target, "unknown_target")):
+        refused.append(_refused(frame.filter(condition), why))  # type: ignore[arg-type]
+    frame = frame.filter(~loop & pl.col("source").is_in(known) & pl.col("target").is_in(known))
 
-    kept: dict[tuple[str, str, str], Relation] = {}
-    for key, copies in groups.items():
-        merged, extra = _merge(copies)
-        rejections.extend(_reject(c, "duplicate", f"merged into the copy scored {merged.score:.3f}") for c in extra)
-        floor = min_score if merged.kind == "substitute" or min_complement_score is None else min_complement_score
-        if merged.score < floor:
-            rejections.append(_reject(merged, "below_threshold", f"{merged.score:.3f} < {floor:.3f}"))
-        elif merged.kind == "complement" and frozenset((merged.source, merged.target)) in near:
-            rejections.append(_reject(merged, "near_duplicate_complement"))
-        else:
-            kept[key] = merged
+    merged, duplicates = _merge_copies(frame)
+    refused.append(duplicates)
+    floor = pl.when((pl.col("kind") == "substitute") | pl.lit(min_complement_score is None)).then(
+        pl.lit(min_score)).otherwise(pl.lit(min_complement_score if min_complement_score is not None else min_score))
+    merged = merged.with_columns(_floor=floor)
+    below = merged.filter(pl.col("score") < pl.col("_floor"))
+    refused.append(_refused(below, "below_threshold", [
+        f"{score:.3f} < {limit:.3f}" for score, limit in zip(below["score"], below["_floor"], strict=True)]))
+    kept = merged.filter(pl.col("score") >= pl.col("_floor")).drop("_floor")
+    near = _near_pairs(near_duplicates or set())
+    near_complement = kept.join(near, on=["source", "target"], how="semi").filter(pl.col("kind") == "complement")
+    refused.append(_refused(near_complement, "near_duplicate_complement"))
+    kept = kept.join(near_complement.select(_KEY), on=_KEY, how="anti")
 
-    for (source, target, kind), relation in list(kept.items()):
-        if kind == "substitute" and (target, source, kind) not in kept:
-            kept[(target, source, kind)] = _mirror(relation)
+    substitutes = kept.filter(pl.col("kind") == "substitute")
+    reverse = substitutes.select(source=pl.col("target"), target=pl.col("source"))
+    mirrors = (substitutes.join(reverse, on=["source", "target"], how="anti")
+               .with_columns(source=pl.col("target"), target=pl.col("source"), _i=pl.col("_i") + frame.height))
+    substitutes = pl.concat([substitutes, mirrors]).sort("_i")
 
-    out: list[Relation] = []
-    out.extend(_cap_complements([r for r in kept.values() if r.kind == "complement"], max_complements, rejections))
-    out.extend(_cap_substitutes([r for r in kept.values() if r.kind == "substitute"], max_substitutes, rejections))
-    out.sort(key=lambda r: (r.source, r.kind, -r.score, r.target))
-    return PruneResult(relations=out, rejections=rejections)
-
-
-def _cap_complements(relations: list[Relation], cap: int, rejections: list[Rejection]) -> list[Relation]:
-    by_source: dict[str, list[Relation]] = defaultdict(list)
-    for relation in relations:
-        by_source[relation.source].append(relation)
-    out: list[Relation] = []
-    for edges in by_source.values():
-        edges.sort(key=lambda r: (-r.score, r.target))
-        out.extend(edges[:cap])
-        rejections.extend(_reject(r, "over_degree_cap", f"source already has {cap} complements") for r in edges[cap:])
-    return out
+    complements, over = _cap_complements(kept.filter(pl.col("kind") == "complement"), max_complements)
+    refused.append(over)
+    substitutes, over = _cap_substitutes(substitutes, max_substitutes)
+    refused.append(over)
+    out = (pl.concat([complements, substitutes]).sort(["source", "kind", "score", "target"],
+                                                     descending=[False, False, True, False])
+           .select(_EDGE_COLUMNS))
+    return PruneResult(relations=RelationTable(out), rejections=RejectedRelations.concat(PRUNE_STAGE, refused))
 
 
-def _cap_substitutes(relations: list[Relation], cap: int, rejections: list[Rejection]) -> list[Relation]:
-    """Greedy over pairs, best pair score (max of the two directions) first: a pair needs room at both ends.
-    Input is already symmetric, so every pair has both directions."""
-    by_pair: dict[frozenset[str], list[Relation]] = defaultdict(list)
-    for relation in relations:
-        by_pair[frozenset((relation.source, relation.target))].append(relation)
-    order = sorted(by_pair.items(), key=lambda item: (-max(r.score for r in item[1]), sorted(item[0])))
+def _merge_copies(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(one row per key: a key's copies merged by `_merge`, at the row of its first copy; the other copies as
+    `duplicate` rows)."""
+    copies = pl.len().over(_KEY) > 1
+    many = frame.filter(copies)
+    if not many.height:
+        return frame, _refused(many, "duplicate")
+    groups: dict[tuple[str, str, str], list[Relation]] = {}
+    first: dict[tuple[str, str, str], int] = {}
+    for row in many.iter_rows(named=True):
+        relation = relation_from_row(row)
+        groups.setdefault(relation.key, []).append(relation)
+        first.setdefault(relation.key, row["_i"])
+    best: list[Relation] = []
+    extra: list[Relation] = []
+    details: list[str] = []
+    for copies_of_key in groups.values():
+        kept, others = _merge(copies_of_key)
+        best.append(kept)
+        extra.extend(others)
+        details.extend(f"merged into the copy scored {kept.score:.3f}" for _ in others)
+    merged = edges_frame(best).with_columns(_i=pl.Series([first[r.key] for r in best], dtype=pl.UInt32))
+    together = pl.concat([frame.filter(~copies), merged.select(frame.columns)]).sort("_i")
+    return together, _refused(edges_frame(extra), "duplicate", details)
+
+
+def _near_pairs(near: set[frozenset[str]]) -> pl.DataFrame:
+    pairs = [tuple(sorted(pair)) for pair in near if len(pair) == 2]
+    return pl.DataFrame([*pairs, *[(b, a) for a, b in pairs]], schema={"source": pl.String, "target": pl.String},
+                        orient="row")
+
+
+def _cap_complements(relations: pl.DataFrame, cap: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each source's `cap` best complements (score descending, then target); the rest refused."""
+    ranked = relations.sort(["source", "score", "target"], descending=[False, True, False]).with_columns(
+        _rank=pl.int_range(pl.len()).over("source"))
+    over = ranked.filter(pl.col("_rank") >= cap)
+    return (ranked.filter(pl.col("_rank") < cap).drop("_rank"),
+            _refused(over, "over_degree_cap", f"source already has {cap} complements"))
+
+
+def _cap_substitutes(relations: pl.DataFrame, cap: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Greedy over pairs, best pair score (max of the two directions) first, then the pair's ids: a pair needs
+    room at both ends. Input is already symmetric, so every pair has both directions."""
+    ends = relations.with_columns(a=pl.min_horizontal("source", "target"), b=pl.max_horizontal("source", "target"))
+    pairs = (ends.group_by("a", "b").agg(best=pl.col("score").max())
+             .sort(["best", "a", "b"], descending=[True, False, False]))
     degree: dict[str, int] = defaultdict(int)
-    out: list[Relation] = []
-    for pair, edges in order:
-        a, b = sorted(pair)
+    full: list[str | None] = []
+    for a, b in zip(pairs["a"].to_list(), pairs["b"].to_list(), strict=True):
         if degree[a] < cap and degree[b] < cap:
             degree[a] += 1
             degree[b] += 1
-            out.extend(edges)
+            full.append(None)
         else:
-            full = a if degree[a] >= cap else b
-            rejections.extend(_reject(r, "over_degree_cap", f"{full} already has {cap} substitutes") for r in edges)
-    return out
+            full.append(a if degree[a] >= cap else b)
+    decided = ends.join(pairs.select("a", "b", full=pl.Series("full", full, dtype=pl.String)), on=["a", "b"])
+    over = decided.filter(pl.col("full").is_not_null()).sort("_i")
+    details = [f"{end} already has {cap} substitutes" for end in over["full"]]
+    return decided.filter(pl.col("full").is_null()).select(relations.columns), _refused(over, "over_degree_cap", details)
 
 
 # ============================================================================================ near duplicates

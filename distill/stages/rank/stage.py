@@ -6,14 +6,13 @@ files itself (the pipeline stores the model text and summary in the run folder).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import polars as pl
 
-from distill.compact import share_fields_sets
 from distill.stages.rank.context import BehaviourStats, CatalogView, F32
 from distill.stages.rank.features import FEATURES, pair_features
 from distill.stages.rank.labels import FOLDS, LABEL_SHARE, label_groups, split_baskets
@@ -22,6 +21,7 @@ from distill.stages.rank.pool import BIT, ORIGINS, build_pool
 from distill.stages.rank.training import TrainingSet, TrainingSetBuilder
 from distill.stages.scoring import template_reasons
 from graph_schema.models import Evidence, Product, Provenance, RankerSummary, Relation
+from graph_schema.relation_table import RelationTable
 
 MODEL_FILE: Final = "ranker.txt"
 SCORING_BLOCK: Final = 4096
@@ -54,7 +54,7 @@ LLM_SCHEMA: Final = {"source": pl.String, "target": pl.String, "llm_score": pl.F
 
 @dataclass(frozen=True)
 class RankResult:
-    relations: list[Relation]
+    relations: RelationTable
     summary: RankerSummary
     model_text: str | None
 
@@ -141,8 +141,8 @@ def rank_complements(
         tops.append(frame.sort(["s", "key", "target_pop", "t"], descending=[False, True, True, False])
                     .group_by("s", maintain_order=True).head(max_complements))
     top = pl.concat(tops) if tops else pl.DataFrame()
-    relations = _relations(top, catalog, feature_behaviour, llm_rows, run_id=run_id, model=model,
-                           prompt_version=prompt_version) if top.height else []
+    relations = RelationTable.from_relations(_relations(top, catalog, feature_behaviour, llm_rows, run_id=run_id,
+                                                        model=model, prompt_version=prompt_version))
 
     kept = top["origins"].to_numpy() if top.height else np.zeros(0, dtype=np.uint16)
     candidates = {name: {"added": int(added[i]), "kept": int(((kept & BIT[name]) > 0).sum())}
@@ -212,7 +212,10 @@ def _finite(value: float | None) -> float | None:
 
 
 def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, llm_rows: pl.DataFrame, *,
-               run_id: str, model: str | None, prompt_version: str | None) -> list[Relation]:
+               run_id: str, model: str | None, prompt_version: str | None) -> Iterator[Relation]:
+    """One validated Relation per row of `top`, made as it is read (the caller keeps them as a table)."""
+    if not top.height:
+        return
     observed = full.pairs.select("s", "t", raw_count="co_count", raw_lift="co_lift")
     detail = top.join(observed, on=["s", "t"], how="left")
     text = llm_rows.group_by("s", "t").agg(pl.col("llm_reason").drop_nulls().first(),
@@ -220,8 +223,6 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
                                            pl.col("llm_model").drop_nulls().first())
     detail = detail.join(text, on=["s", "t"], how="left")
     leaf_name = catalog.leaf_names
-    out: list[Relation] = []
-    provenances: dict[Provenance, Provenance] = {}
     for row in detail.iter_rows(named=True):
         count = int(row["raw_count"]) if row["raw_count"] is not None else (0 if full.baskets else None)
         llm_score = _finite(row["llm_score"])
@@ -245,18 +246,12 @@ def _relations(top: pl.DataFrame, catalog: CatalogView, full: BehaviourStats, ll
         if popularity and row["origins"] & (BIT["popular"] | BIT["leaf_popular"]) and len(reasons) < 5:
             reasons.append(f"popular: in {popularity} order{'s' if popularity != 1 else ''}")
         judged = llm_score is not None or row["origins"] & BIT["llm"]
-        out.append(share_fields_sets(Relation(
+        yield Relation(
             source=catalog.ids[s], target=catalog.ids[t], kind="complement", score=round(float(row["score"]), 6),
             reasons=tuple(r for r in reasons[:5] if r.strip()) or ("related by the catalog's category structure",),
             evidence=evidence,
-            provenance=_shared(provenances, Provenance(
+            provenance=Provenance(
                 run_id=run_id, model=(row["llm_model"] or model) if judged else None,
                 prompt_version=prompt_version if judged else None,
-                stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n]))),
-        )))
-    return out
-
-
-def _shared(seen: dict[Provenance, Provenance], provenance: Provenance) -> Provenance:
-    """One instance per distinct provenance (frozen, and most relations of a run have one of a few)."""
-    return seen.setdefault(provenance, provenance)
+                stage="rank:" + "+".join(n for n in ORIGINS if row["origins"] & BIT[n])),
+        )
