@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from distill.candidates.model import Candidate, _construct
+from distill.candidates.model import Candidate, CandidateTable, _construct
 from graph_schema.models import Product
 
 F32 = npt.NDArray[np.float32]
@@ -331,6 +331,24 @@ def leaf_members(products: Iterable[Product]) -> dict[str, list[str]]:
         if product.leaf_category:
             members[product.leaf_category].append(product.id)
     return dict(members)
+
+
+def fill_similarity_table(table: CandidateTable, embeddings: EmbeddingTable | None) -> CandidateTable:
+    """`fill_similarity` over the columns: the same values (one einsum over the same rows in the same order)."""
+    if embeddings is None or not table.frame.height:
+        return table
+    index = pl.DataFrame({"id": list(embeddings.ids), "row": np.arange(len(embeddings.ids), dtype=np.int64)})
+    todo = (table.frame.select("source", "target", "text_similarity").with_row_index("_i")
+            .join(index.rename({"id": "source", "row": "_s"}), on="source", how="left", maintain_order="left")
+            .join(index.rename({"id": "target", "row": "_t"}), on="target", how="left", maintain_order="left")
+            .filter(pl.col("text_similarity").is_null() & pl.col("_s").is_not_null() & pl.col("_t").is_not_null()))
+    if not todo.height:
+        return table
+    a = embeddings.vectors[todo["_s"].to_numpy()]
+    b = embeddings.vectors[todo["_t"].to_numpy()]
+    sims = np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0).astype(np.float64)
+    filled = table.frame["text_similarity"].clone().scatter(todo["_i"].to_numpy(), sims)
+    return CandidateTable(table.frame.with_columns(filled))
 
 
 def fill_similarity(candidates: Sequence[Candidate], embeddings: EmbeddingTable | None) -> list[Candidate]:

@@ -5,8 +5,9 @@ that unites the observations of several generators. No generator and no score li
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -93,7 +94,10 @@ def _construct(fields: dict[str, Any]) -> Candidate:
 
 
 def candidates_frame(candidates: Iterable[Candidate]) -> pl.DataFrame:
-    """Column by column: one Python list at a time (a dict per candidate took several times the memory)."""
+    """Column by column: one Python list at a time (a dict per candidate took several times the memory). A
+    CandidateTable is its frame already."""
+    if isinstance(candidates, CandidateTable):
+        return candidates.frame
     found = list(candidates)
     columns: list[pl.Series] = []
     for name, dtype in CANDIDATE_SCHEMA.items():
@@ -105,11 +109,60 @@ def candidates_frame(candidates: Iterable[Candidate]) -> pl.DataFrame:
 
 def candidates_from_frame(frame: pl.DataFrame) -> list[Candidate]:
     """Read back a stage output this pipeline wrote (its own run folder; the schema is enforced by polars)."""
-    out: list[Candidate] = []
-    for row in frame.iter_rows(named=True):
-        row["origins"] = tuple(row["origins"] or ())
-        out.append(_construct(row))
-    return out
+    return list(CandidateTable(frame))
+
+
+def _from_row(row: dict[str, Any]) -> Candidate:
+    row["origins"] = tuple(row["origins"] or ())
+    return _construct(row)
+
+
+ROW_CHUNK = 50_000
+"""Rows turned into Candidate objects at a time while a table is read."""
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateTable(Sequence[Candidate]):
+    """A candidate pool as one CANDIDATE_SCHEMA frame (a 40k-product leaf has ~720k candidates: ~0.9 KB each
+    as objects, a fraction as columns). A `Sequence[Candidate]` whose candidates are made when read, so code
+    written for a list reads it unchanged and holds one at a time. Only this pipeline's own values fill it (its
+    generators, its run folder), so, like `candidates_from_frame`, reading does not re-validate."""
+
+    frame: pl.DataFrame
+
+    def __post_init__(self) -> None:
+        schema = dict(self.frame.schema)
+        if list(schema) != list(CANDIDATE_SCHEMA) or any(schema[n] != t for n, t in CANDIDATE_SCHEMA.items()):
+            raise ValueError(f"a candidate table needs the columns {CANDIDATE_SCHEMA}, got {schema}")
+
+    @classmethod
+    def of(cls, candidates: Iterable[Candidate]) -> CandidateTable:
+        return cls(candidates_frame(candidates))
+
+    @classmethod
+    def concat(cls, parts: Iterable[Iterable[Candidate]]) -> CandidateTable:
+        frames = [candidates_frame(part) for part in parts]
+        return cls(pl.concat(frames, rechunk=True) if frames else pl.DataFrame(schema=CANDIDATE_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, index: slice) -> CandidateTable: ...
+    def __getitem__(self, index: int | slice) -> Candidate | CandidateTable:
+        if isinstance(index, slice):
+            return CandidateTable(self.frame[index])
+        height = self.frame.height
+        if not -height <= index < height:
+            raise IndexError(f"candidate {index} of a table of {height}")
+        return _from_row(self.frame.row(index % height, named=True))
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for part in self.frame.iter_slices(ROW_CHUNK):
+            for row in part.iter_rows(named=True):
+                yield _from_row(row)
 
 
 _MAX_FIELDS = ("copurchase_count", "lift", "pmi", "npmi", "neighbour", "neighbour_count", "category_count",
@@ -145,3 +198,23 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
 
 def restrict_to(candidates: Iterable[Candidate], known: Collection[str]) -> list[Candidate]:
     return [c for c in candidates if c.source in known and c.target in known and c.source != c.target]
+
+
+_KEY = ["source", "target", "kind"]
+
+
+def merge_table(parts: Iterable[Iterable[Candidate]], known: Collection[str]) -> CandidateTable:
+    """`merge_candidates(restrict_to(...))` over columns: the same candidates in the same order (first
+    appearance of each key). Keys proposed once pass as rows; the others, far fewer, are merged as Candidates
+    by `merge_candidates` itself."""
+    ids = pl.Series(list(known), dtype=pl.String).implode()
+    frame = (CandidateTable.concat(parts).frame
+             .filter(pl.col("source").is_in(ids) & pl.col("target").is_in(ids) & (pl.col("source") != pl.col("target")))
+             .with_row_index("_i"))
+    copies = pl.len().over(_KEY) > 1
+    many = frame.filter(copies)
+    if not many.height:
+        return CandidateTable(frame.drop("_i"))
+    first = many.group_by(_KEY, maintain_order=True).agg(pl.col("_i").first())["_i"]
+    merged = candidates_frame(merge_candidates(CandidateTable(many.drop("_i")))).with_columns(_i=first)
+    return CandidateTable(pl.concat([frame.filter(~copies), merged.select(frame.columns)]).sort("_i").drop("_i"))

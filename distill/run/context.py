@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from distill.candidates.model import Candidate, candidates_frame, candidates_from_frame
+from distill.candidates.model import Candidate, CandidateTable, candidates_frame
 from distill.run.state import RunDir, RunInfo, RunState
 from distill.settings import DistillSettings
 from distill.stages.propose import ProposalRecord
@@ -135,8 +135,9 @@ PRODUCTS: Output[list[Product]] = Output(lambda s, n, v: s.dir.write_products(n,
                                          lambda s, n: s.dir.read_products(n))
 PROPOSALS: Output[list[ProposalRecord]] = Output(lambda s, n, v: s.dir.write_records(n, v),
                                                  lambda s, n: s.dir.read_records(n, ProposalRecord))
-CANDIDATES: Output[list[Candidate]] = Output(lambda s, n, v: s.dir.write_frame(n, candidates_frame(v)),
-                                             lambda s, n: candidates_from_frame(s.dir.read_frame(n)))
+CANDIDATES: Output[Sequence[Candidate]] = Output(lambda s, n, v: s.dir.write_frame(n, candidates_frame(v)),
+                                                 lambda s, n: CandidateTable(s.dir.read_frame(n)))
+"""A stage's candidates: a list, or a CandidateTable (the model-free stages keep their pools as columns)."""
 RELATIONS: Output[RelationTable] = Output(lambda s, n, v: s.dir.write_relations(n, v),
                                           lambda s, n: s.dir.read_relation_table(n))
 RANKED: Output[Ranked] = Output(_write_ranked, _read_ranked)

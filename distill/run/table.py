@@ -14,7 +14,7 @@ import polars as pl
 
 from distill.candidates import generators as cand
 from distill.candidates.generators import EmbeddingTable
-from distill.candidates.model import Candidate, merge_candidates, restrict_to
+from distill.candidates.model import Candidate, CandidateTable, candidates_frame, merge_table
 from distill.errors import StageError
 from distill.llm.prompts import PROMPT_VERSIONS
 from distill.run.context import (
@@ -35,7 +35,7 @@ from distill.stages.enrich import enrich
 from distill.stages.ground import ground
 from distill.stages.propose import ProposalRecord, propose
 from distill.stages.rank.stage import LLM_SCHEMA, LLMEvidence, RankResult, rank_complements
-from distill.stages.scoring import Source, best_per_source, prescore, to_relation
+from distill.stages.scoring import Source, best_table, prescore, to_relation
 from distill.stages.verify import verify
 from distill.stages.verify_plan import judge_depth, plan_verification
 from graph_schema.models import Product
@@ -123,7 +123,7 @@ def _behaviour_skipped(ctx: RunContext) -> str | None:
             else "no model to shortlist for (the rank stage builds its own candidates)")
 
 
-def _similarity(ctx: RunContext) -> Outcome[list[Candidate]]:
+def _similarity(ctx: RunContext) -> Outcome[CandidateTable]:
     assert ctx.embeddings is not None
     settings = ctx.settings
     found = cand.similarity_candidates(
@@ -132,22 +132,25 @@ def _similarity(ctx: RunContext) -> Outcome[list[Candidate]]:
     found += [] if not ctx.llm else cand.affinity_candidates(
         ctx.targets, ctx.embeddings, leaf={p.id: p.leaf_category for p in ctx.catalog},
         per_product=settings.max_complements, min_similarity=AFFINITY_MIN_SIMILARITY)
-    return Outcome(found, ctx.report("similarity", items_in=len(ctx.targets), items_out=len(found)))
+    table = CandidateTable.of(found)  # later stages read the pool as columns
+    del found
+    return Outcome(table, ctx.report("similarity", items_in=len(ctx.targets), items_out=len(table)))
 
 
 def _similarity_skipped(ctx: RunContext) -> str | None:
     return None if ctx.embeddings is not None else "use_text_similarity is off"
 
 
-def _candidates(ctx: RunContext, grounded: list[Candidate], from_behaviour: list[Candidate],
-                from_similarity: list[Candidate]) -> Outcome[list[Candidate]]:
-    raw = [*grounded, *from_behaviour, *from_similarity]
-    with _status(ctx.progress, f"candidates: merging {len(raw)}"):
+def _candidates(ctx: RunContext, grounded: Sequence[Candidate], from_behaviour: Sequence[Candidate],
+                from_similarity: Sequence[Candidate]) -> Outcome[CandidateTable]:
+    raw = (grounded, from_behaviour, from_similarity)
+    count = sum(len(part) for part in raw)
+    with _status(ctx.progress, f"candidates: merging {count}"):
         pool = _merge_pool(raw, ctx.by_id, ctx.embeddings, ctx.enriched, ctx.retriever)
-    return Outcome(pool, ctx.report("candidates", items_in=len(raw), items_out=len(pool)))
+    return Outcome(pool, ctx.report("candidates", items_in=count, items_out=len(pool)))
 
 
-def _verify(ctx: RunContext, pool: list[Candidate]) -> Outcome[list[Candidate]]:
+def _verify(ctx: RunContext, pool: Sequence[Candidate]) -> Outcome[list[Candidate]]:
     assert ctx.gateway is not None
     settings = ctx.settings
     # Only pairs that can reach a served list are judged: the rank stage's own ordering without the judge.
@@ -167,28 +170,30 @@ def _verify(ctx: RunContext, pool: list[Candidate]) -> Outcome[list[Candidate]]:
     return Outcome(verified.candidates, report, verified.rejections, verified.pending)
 
 
-def _ranked(ctx: RunContext, judged: list[Candidate]) -> Outcome[Ranked]:
+def _ranked(ctx: RunContext, judged: Sequence[Candidate]) -> Outcome[Ranked]:
     """Complements by the ranker learned from this shop's baskets, substitutes by the formula."""
     settings = ctx.settings
     with _status(ctx.progress, f"rank: {len(ctx.targets)} products"):
         ranked = _rank(ctx.enriched, ctx.interactions, ctx.embeddings, ctx.targets, judged, settings, ctx.run_id,
                        ctx.model, ctx.by_id)
-        substitutes = [c for c in judged if c.kind == "substitute"]
-        best, cut = best_per_source(substitutes, ctx.available, max_complements=settings.max_complements,
-                                    max_substitutes=settings.max_substitutes)
+        substitutes = CandidateTable(candidates_frame(judged).filter(pl.col("kind") == "substitute"))
+        best, scores, cut = best_table(substitutes, ctx.available, max_complements=settings.max_complements,
+                                       max_substitutes=settings.max_substitutes)
         del substitutes
         scored = RelationTable.concat([ranked.relations, RelationTable.from_relations(
-            to_relation(c, ctx.available, ctx.run_id, ctx.model, ctx.by_id, score) for score, c in best)])
+            to_relation(c, ctx.available, ctx.run_id, ctx.model, ctx.by_id, score)
+            for score, c in zip(scores, best, strict=True))])
     report = ctx.report("rank", items_in=len(judged), items_out=len(scored), rejected=cut,
                         rejection_reasons={"substitutes beyond twice the degree cap": cut} if cut else {})
     return Outcome(Ranked(scored, ranked.summary, ranked.model_text), report,
                    notes=(f"complement ranker: {ranked.summary.reason}",))
 
 
-def _pruned(ctx: RunContext, judged: list[Candidate], ranked: Ranked) -> Outcome[RelationTable]:
+def _pruned(ctx: RunContext, judged: Sequence[Candidate], ranked: Ranked) -> Outcome[RelationTable]:
     # Reused relations are pruned together with this run's, so degree caps and symmetry hold over both.
     merged = _merge_reused(ranked.relations, ctx.reuse, ctx.by_id, ctx.only)
-    final, pruned_away = _prune(merged, ctx.by_id, ctx.settings, [c for c in judged if c.near_duplicate])
+    near = CandidateTable(candidates_frame(judged).filter(pl.col("near_duplicate")))
+    final, pruned_away = _prune(merged, ctx.by_id, ctx.settings, near)
     report = ctx.report("prune", items_in=len(merged), items_out=len(final), rejected=len(pruned_away),
                         rejection_reasons=pruned_away.reason_counts())
     return Outcome(final, report, pruned_away)
@@ -277,35 +282,41 @@ def _rank(
     if embeddings is not None:
         rows = embeddings.rows()
         vectors = embeddings.vectors[[rows[p.id] for p in enriched]] if all(p.id in rows for p in enriched) else None
-    llm_rows = [(c.source, c.target, c.llm_score, c.retrieval_score, c.llm_reason, c.query,
-                 c.llm_model) for c in judged
-                if c.kind == "complement" and (c.llm_score is not None or "llm" in c.origins)]
-    llm = LLMEvidence(pl.DataFrame(llm_rows, schema=LLM_SCHEMA, orient="row")) if llm_rows else LLMEvidence.empty()
+    llm_rows = candidates_frame(judged).filter(
+        (pl.col("kind") == "complement") & (pl.col("llm_score").is_not_null() | pl.col("origins").list.contains("llm"))
+    ).select("source", "target", llm_score=pl.col("llm_score").cast(pl.Float32),
+             llm_retrieval=pl.col("retrieval_score").cast(pl.Float32), llm_reason="llm_reason", query="query",
+             llm_model="llm_model")
+    llm = LLMEvidence(llm_rows.select(list(LLM_SCHEMA))) if llm_rows.height else LLMEvidence.empty()
     baskets = interactions.baskets if interactions is not None and interactions.baskets.height else None
     return rank_complements(
         enriched, baskets, vectors, [p.id for p in targets], llm=llm, max_complements=settings.max_complements,
         max_basket_size=DEFAULT_MAX_BASKET_SIZE, near_duplicates=find_near_duplicates(list(enriched), vectors),
-        run_id=run_id, model=model, prompt_version=PROMPT_VERSIONS["verify"] if llm_rows else None,
+        run_id=run_id, model=model, prompt_version=PROMPT_VERSIONS["verify"] if llm_rows.height else None,
         use_behaviour=settings.use_behaviour, use_text=settings.use_text_similarity,
         learned=settings.use_learned_ranker,
     )
 
 
 def _merge_pool(
-    raw: Sequence[Candidate], by_id: dict[str, Product], embeddings: EmbeddingTable | None,
+    raw: Sequence[Sequence[Candidate]], by_id: dict[str, Product], embeddings: EmbeddingTable | None,
     products: Sequence[Product], retriever: Any,
-) -> list[Candidate]:
-    """One candidate per (source, target, kind), each with its text similarity; near-duplicate listings flagged."""
+) -> CandidateTable:
+    """One candidate per (source, target, kind), each with its text similarity; near-duplicate listings
+    flagged. Over the columns: a large leaf's pool is never one object per candidate here."""
     from distill.stages.prune import find_near_duplicates
 
-    pool = cand.fill_similarity(merge_candidates(restrict_to(raw, by_id)), embeddings)
-    near = find_near_duplicates(list(products), retriever)
-    return [c.model_copy(update={"near_duplicate": True}) if frozenset((c.source, c.target)) in near else c
-            for c in pool]
+    pool = cand.fill_similarity_table(merge_table(raw, by_id), embeddings).frame
+    near = [tuple(sorted(pair)) for pair in find_near_duplicates(list(products), retriever) if len(pair) == 2]
+    pairs = pl.DataFrame([*near, *[(b, a) for a, b in near]], schema={"source": pl.String, "target": pl.String},
+                         orient="row").with_columns(_near=pl.lit(True))
+    flagged = pool.join(pairs, on=["source", "target"], how="left", maintain_order="left").with_columns(
+        near_duplicate=pl.col("near_duplicate") | pl.col("_near").fill_null(False))
+    return CandidateTable(flagged.drop("_near"))
 
 
 def _prune(
-    relations: RelationTable, by_id: dict[str, Product], settings: DistillSettings, near: list[Candidate]
+    relations: RelationTable, by_id: dict[str, Product], settings: DistillSettings, near: Sequence[Candidate]
 ) -> tuple[RelationTable, RejectedRelations]:
     from distill.stages.prune import prune
 

@@ -17,7 +17,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal, get_args
 
-from distill.candidates.model import Candidate
+import numpy as np
+import polars as pl
+
+from distill.candidates.model import Candidate, CandidateTable
 from distill.compact import share_fields_sets
 from distill.llm.prompts import PROMPT_VERSIONS
 from graph_schema.kinds import RelationKind
@@ -233,15 +236,25 @@ def best_per_source(
 ) -> tuple[list[tuple[float, Candidate]], int]:
     """Each source's best 2x-cap candidates per kind. The rest could never survive pruning (the cap keeps
     fewer), so they are counted in the stage report instead of each becoming a Relation and a Rejection."""
-    caps = {"complement": 2 * max_complements, "substitute": 2 * max_substitutes}
-    grouped: dict[tuple[str, str], list[tuple[float, Candidate]]] = {}
-    for candidate in candidates:
-        grouped.setdefault((candidate.source, candidate.kind), []).append((final_score(candidate, available), candidate))
-    kept: list[tuple[float, Candidate]] = []
-    for (_, kind), scored in grouped.items():
-        scored.sort(key=lambda pair: (-pair[0], pair[1].target))
-        kept.extend(scored[: caps[kind]])
-    return kept, len(candidates) - len(kept)
+    best, scores, cut = best_table(CandidateTable.of(candidates), available, max_complements=max_complements,
+                                   max_substitutes=max_substitutes)
+    return list(zip(scores, best, strict=True)), cut
+
+
+def best_table(
+    candidates: CandidateTable, available: frozenset[Source], *, max_complements: int, max_substitutes: int
+) -> tuple[CandidateTable, list[float], int]:
+    """`best_per_source` over a table: (the kept candidates, their scores, how many were cut). Groups of
+    (source, kind) in order of first appearance, each best score first (ties: target, then pool order).
+    Each candidate is scored as it is read; none is held."""
+    scores = np.fromiter((final_score(c, available) for c in candidates), dtype=np.float64, count=len(candidates))
+    caps = pl.when(pl.col("kind") == "complement").then(2 * max_complements).otherwise(2 * max_substitutes)
+    order = (candidates.frame.select("source", "kind", "target").with_row_index("_i")
+             .with_columns(_score=pl.Series(scores), _group=pl.col("_i").min().over("source", "kind"))
+             .sort(["_group", "_score", "target", "_i"], descending=[False, True, False, False])
+             .filter(pl.int_range(pl.len()).over("_group") < caps))
+    kept = order["_i"].to_numpy()
+    return CandidateTable(candidates.frame[kept]), scores[kept].tolist(), len(candidates) - len(kept)
 
 
 def to_relation(
