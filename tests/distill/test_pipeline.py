@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from distill.candidates.model import candidates_from_frame
 from distill.ingest.catalog import Interactions
 from distill.errors import BudgetExceeded, StageError
 from distill.llm.prompts import PROMPT_VERSIONS
@@ -22,10 +24,12 @@ from distill.run.pipeline import (
     publish,
     run_pipeline,
 )
+from distill.run.state import RunDir
 from distill.stages.scoring import combine, template_reasons
 from distill.settings import DistillSettings
 from graph_store.embedded import EmbeddedStore
 from graph_schema.models import Evidence, GraphVersion, Product
+from tests.distill import prune_reference
 from tests.fakes.openai_server import Failure, FakeOpenAIServer
 from tests.fakes.responders import HashingEncoder, catalog_responder, make_responder, sample_subset
 
@@ -342,3 +346,34 @@ def test_provenance_names_the_fallback_model_that_judged(tmp_path: Path, catalog
     # enrich and propose were answered by the primary, verify by the fallback: both are named.
     assert version.models == ["openai/backup-model", "openai/fake-model"]
     assert load_result(result.run_dir).models == ["openai/backup-model", "openai/fake-model"]
+
+
+# ------------------------------------------------------------------------------------------- columns vs objects
+
+
+def _object_prune(result: DistillResult, settings: DistillSettings) -> prune_reference.PruneResult:
+    """What the object-by-object prune (the code the columnar one replaced) makes of this run's rank output."""
+    run = RunDir(result.run_dir)
+    judged = candidates_from_frame(run.read_frame("verify"))
+    return prune_reference.prune(
+        run.read_relations("rank"), {p.id: p for p in result.products}, max_complements=settings.max_complements,
+        max_substitutes=settings.max_substitutes, min_score=settings.min_score,
+        min_complement_score=settings.min_complement_score,
+        near_duplicates={frozenset((c.source, c.target)) for c in judged if c.near_duplicate})
+
+
+def test_no_model_run_publishes_what_the_object_prune_did(tmp_path: Path, catalog) -> None:
+    products, interactions = catalog
+    settings = DistillSettings(data_dir=tmp_path, llm_model=None, max_complements=3, max_substitutes=2)
+    result = run_pipeline(products, interactions, settings, progress=False, encoder=HashingEncoder())
+    expected = _object_prune(result, settings)
+    assert expected.rejections, "the caps refuse some relations on this catalog, so the check means something"
+    assert list(result.relations) == expected.relations
+    assert Counter(r for r in result.rejections if r.stage == "prune") == Counter(expected.rejections)
+
+
+def test_model_run_publishes_what_the_object_prune_did(llm_run) -> None:
+    result, _, _, settings = llm_run
+    expected = _object_prune(result, settings)
+    assert list(result.relations) == expected.relations
+    assert list(load_result(result.run_dir).relations) == expected.relations
