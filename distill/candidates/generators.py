@@ -263,9 +263,21 @@ def similarity_candidates(
     per_product: int, min_similarity: float, block: int | None = None,
 ) -> list[Candidate]:
     """Substitutes: nearest neighbours by text embedding within the source's leaf category (same shelf).
-    Sources are taken `block` rows at a time (default: BLOCK_CELLS per block)."""
+    Sources are taken `block` rows at a time (default: BLOCK_CELLS per block). As `similarity_table`, listed."""
+    return list(similarity_table(sources, embeddings, members=members, per_product=per_product,
+                                 min_similarity=min_similarity, block=block))
+
+
+def similarity_table(
+    sources: Sequence[Product], embeddings: EmbeddingTable, *, members: Mapping[str, Sequence[str]],
+    per_product: int, min_similarity: float, block: int | None = None,
+) -> CandidateTable:
+    """`similarity_candidates` as a table, gathered as three columns (a 40k-product leaf gives ~720k
+    substitutes: no Candidate object is made for them here)."""
     rows = embeddings.rows()
-    out: list[Candidate] = []
+    source_ids: list[str] = []
+    target_ids: list[str] = []
+    similarity: list[float] = []
     by_leaf: dict[str, list[Product]] = defaultdict(list)
     for product in sources:
         if product.leaf_category and product.id in rows:
@@ -283,11 +295,11 @@ def similarity_candidates(
                     target, sim = pool[j], float(sims[i, j])
                     if target == product.id or sim < min_similarity:
                         continue
-                    out.append(_new(
-                        source=product.id, target=target, kind="substitute", origins=("similarity",),
-                        same_leaf=True, text_similarity=sim,
-                    ))
-    return out
+                    source_ids.append(product.id)
+                    target_ids.append(target)
+                    similarity.append(sim)
+    return CandidateTable.from_columns(source=source_ids, target=target_ids, text_similarity=similarity,
+                                       kind="substitute", origins=("similarity",), same_leaf=True)
 
 
 def affinity_candidates(

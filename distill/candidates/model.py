@@ -140,6 +140,22 @@ class CandidateTable(Sequence[Candidate]):
         return cls(candidates_frame(candidates))
 
     @classmethod
+    def from_columns(cls, *, source: Sequence[str], target: Sequence[str], **given: Any) -> CandidateTable:
+        """Candidates from columns: `given` names Candidate fields, each a sequence (one value per candidate) or
+        a scalar shared by all; fields not given take the Candidate's default."""
+        n = len(source)
+        defaults = {"same_leaf": False, "near_duplicate": False}
+        columns = []
+        for name, dtype in CANDIDATE_SCHEMA.items():
+            value = {"source": source, "target": target}.get(name, given.pop(name, defaults.get(name)))
+            if isinstance(value, (str, tuple, bool, int, float)) or value is None:
+                value = [list(value) if isinstance(value, tuple) else value] * n
+            columns.append(pl.Series(name, value, dtype=dtype))
+        if given:
+            raise ValueError(f"not Candidate fields: {sorted(given)}")
+        return cls(pl.DataFrame(columns))
+
+    @classmethod
     def concat(cls, parts: Iterable[Iterable[Candidate]]) -> CandidateTable:
         frames = [candidates_frame(part) for part in parts]
         return cls(pl.concat(frames, rechunk=True) if frames else pl.DataFrame(schema=CANDIDATE_SCHEMA))

@@ -126,15 +126,14 @@ def _behaviour_skipped(ctx: RunContext) -> str | None:
 def _similarity(ctx: RunContext) -> Outcome[CandidateTable]:
     assert ctx.embeddings is not None
     settings = ctx.settings
-    found = cand.similarity_candidates(
+    found = cand.similarity_table(
         ctx.targets, ctx.embeddings, members=ctx.members, per_product=judge_depth(settings.max_substitutes),
         min_similarity=SUBSTITUTE_MIN_SIMILARITY)
-    found += [] if not ctx.llm else cand.affinity_candidates(
-        ctx.targets, ctx.embeddings, leaf={p.id: p.leaf_category for p in ctx.catalog},
-        per_product=settings.max_complements, min_similarity=AFFINITY_MIN_SIMILARITY)
-    table = CandidateTable.of(found)  # later stages read the pool as columns
-    del found
-    return Outcome(table, ctx.report("similarity", items_in=len(ctx.targets), items_out=len(table)))
+    if ctx.llm:
+        found = CandidateTable.concat([found, cand.affinity_candidates(
+            ctx.targets, ctx.embeddings, leaf={p.id: p.leaf_category for p in ctx.catalog},
+            per_product=settings.max_complements, min_similarity=AFFINITY_MIN_SIMILARITY)])
+    return Outcome(found, ctx.report("similarity", items_in=len(ctx.targets), items_out=len(found)))
 
 
 def _similarity_skipped(ctx: RunContext) -> str | None:

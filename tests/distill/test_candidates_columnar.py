@@ -1,17 +1,25 @@
 """The columnar candidate pool agrees with the object code it replaced: merging (`merge_table` against
 `merge_candidates(restrict_to(...))`), text similarity (`fill_similarity_table` against `fill_similarity`) and
 the per-source cut of the rank stage (`best_table` against the object loop it replaced, kept below), over
-random pools with repeated keys, unknown ids and self pairs."""
+random pools with repeated keys, unknown ids and self pairs; and the substitutes of `similarity_table`."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distill.candidates.generators import EmbeddingTable, fill_similarity, fill_similarity_table
+from distill.candidates.generators import (
+    EmbeddingTable,
+    fill_similarity,
+    fill_similarity_table,
+    leaf_members,
+    similarity_table,
+)
 from distill.candidates.model import Candidate, CandidateTable, merge_candidates, merge_table, restrict_to
 from distill.stages.scoring import Source, best_table, final_score
+from graph_schema.models import Product
 
 IDS = [f"p{i}" for i in range(6)]
 KNOWN = set(IDS[:5])
@@ -79,3 +87,41 @@ def test_best_table_agrees_with_the_object_loop(pool: list[Candidate], complemen
     best, scores, cut = best_table(CandidateTable.of(pool), AVAILABLE, max_complements=complements,
                                    max_substitutes=substitutes)
     assert list(zip(scores, best, strict=True)) == expected and cut == expected_cut
+
+
+def _similarity_objects(products: list[Product], embeddings: EmbeddingTable, *, per_product: int,
+                        min_similarity: float) -> list[Candidate]:
+    """The object loop similarity_table replaced (distill.candidates.generators at eece92c, one block)."""
+    rows = embeddings.rows()
+    members = leaf_members(products)
+    out: list[Candidate] = []
+    by_leaf: dict[str, list[Product]] = {}
+    for product in products:
+        if product.leaf_category and product.id in rows:
+            by_leaf.setdefault(product.leaf_category, []).append(product)
+    for source_leaf, group in by_leaf.items():
+        pool = [pid for pid in members.get(source_leaf, ()) if pid in rows]
+        if len(pool) < 2:
+            continue
+        sims = embeddings.vectors[[rows[p.id] for p in group]] @ embeddings.vectors[[rows[pid] for pid in pool]].T
+        for i, product in enumerate(group):
+            top = np.argpartition(-sims[i], min(per_product + 1, len(pool)) - 1)[:per_product + 1]
+            for j in top[np.argsort(-sims[i][top], kind="stable")]:
+                target, sim = pool[j], float(sims[i, j])
+                if target != product.id and sim >= min_similarity:
+                    out.append(Candidate(source=product.id, target=target, kind="substitute",
+                                         origins=("similarity",), same_leaf=True, text_similarity=sim))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_similarity_table_agrees_with_the_object_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    products = [Product(id=f"q{i:03d}", title=f"item {i}", category=("Root", f"L{rng.integers(3)}"))
+                for i in range(120)]
+    vectors = rng.normal(size=(120, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = EmbeddingTable(ids=tuple(p.id for p in products[:115]), vectors=vectors[:115])  # 5 without a vector
+    expected = _similarity_objects(products, table, per_product=6, min_similarity=0.1)
+    found = similarity_table(products, table, members=leaf_members(products), per_product=6, min_similarity=0.1)
+    assert len(expected) > 300 and list(found) == expected
