@@ -97,6 +97,8 @@ def prune(
     frame = frame.filter(~loop & pl.col("source").is_in(known) & pl.col("target").is_in(known))
 
     merged, duplicates = _merge_copies(frame)
+    offset = frame.height  # mirrors are numbered after every relation
+    del frame  # each step below holds one copy of the relations at a time (a run's are about a million)
     refused.append(duplicates)
     floor = pl.when((pl.col("kind") == "substitute") | pl.lit(min_complement_score is None)).then(
         pl.lit(min_score)).otherwise(pl.lit(min_complement_score if min_complement_score is not None else min_score))
@@ -105,6 +107,7 @@ def prune(
     refused.append(_refused(below, "below_threshold", [
         f"{score:.3f} < {limit:.3f}" for score, limit in zip(below["score"], below["_floor"], strict=True)]))
     kept = merged.filter(pl.col("score") >= pl.col("_floor")).drop("_floor")
+    del merged, below
     near = _near_pairs(near_duplicates or set())
     near_complement = kept.join(near, on=["source", "target"], how="semi").filter(pl.col("kind") == "complement")
     refused.append(_refused(near_complement, "near_duplicate_complement"))
@@ -113,16 +116,17 @@ def prune(
     substitutes = kept.filter(pl.col("kind") == "substitute")
     reverse = substitutes.select(source=pl.col("target"), target=pl.col("source"))
     mirrors = (substitutes.join(reverse, on=["source", "target"], how="anti")
-               .with_columns(source=pl.col("target"), target=pl.col("source"), _i=pl.col("_i") + frame.height))
+               .with_columns(source=pl.col("target"), target=pl.col("source"), _i=pl.col("_i") + offset))
     substitutes = pl.concat([substitutes, mirrors]).sort("_i")
 
     complements, over = _cap_complements(kept.filter(pl.col("kind") == "complement"), max_complements)
+    del kept, reverse, mirrors
     refused.append(over)
     substitutes, over = _cap_substitutes(substitutes, max_substitutes)
     refused.append(over)
-    out = (pl.concat([complements, substitutes]).sort(["source", "kind", "score", "target"],
-                                                     descending=[False, False, True, False])
-           .select(_EDGE_COLUMNS))
+    out = pl.concat([complements, substitutes])
+    del complements, substitutes
+    out = out.sort(["source", "kind", "score", "target"], descending=[False, False, True, False]).select(_EDGE_COLUMNS)
     return PruneResult(relations=RelationTable(out), rejections=RejectedRelations.concat(PRUNE_STAGE, refused))
 
 
