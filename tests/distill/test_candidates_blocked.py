@@ -1,8 +1,12 @@
 """category_candidates and similarity_candidates work in blocks of source rows: the result is the same for
-every block size (one block = the former dense group x pool computation), and memory follows the block."""
+every block size (one block = the former dense group x pool computation), and memory follows the block.
+"The same" is the same candidates in the same order with similarities equal up to float32 rounding: BLAS
+picks another kernel for another block shape (with one thread, a one-row block is a matrix-vector product),
+so the last bits of a dot product may differ."""
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -44,6 +48,24 @@ def _random_catalog(seed: int, n: int = 1500, leaves: int = 5, dim: int = 16) ->
     return products, table, view
 
 
+def _same(got: list, want: list) -> bool:
+    """Equal candidate lists, floats to a relative 1e-5 (float32 dot products summed in another order; the scores built on them carry that error)."""
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want, strict=True):
+        x, y = a.model_dump(), b.model_dump()
+        if x.keys() != y.keys():
+            return False
+        for key, value in x.items():
+            other = y[key]
+            if isinstance(value, float) and isinstance(other, float):
+                if not math.isclose(value, other, rel_tol=1e-5, abs_tol=1e-6):
+                    return False
+            elif value != other:
+                return False
+    return True
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_category_candidates_do_not_depend_on_the_block_size(seed: int) -> None:
     products, table, view = _random_catalog(seed)
@@ -57,8 +79,8 @@ def test_category_candidates_do_not_depend_on_the_block_size(seed: int) -> None:
     dense = run(10**9)  # one block per category pool: the former unblocked computation
     assert len(dense) > 100
     for block in (1, 64, 97, 300, None):
-        assert run(block) == dense
-    assert run(70, None) == run(10**9, None)
+        assert _same(run(block), dense)
+    assert _same(run(70, None), run(10**9, None))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -73,7 +95,7 @@ def test_similarity_candidates_do_not_depend_on_the_block_size(seed: int) -> Non
     dense = run(10**9)
     assert len(dense) > 100
     for block in (1, 64, 97, 300, None):
-        assert run(block) == dense
+        assert _same(run(block), dense)
 
 
 def test_memory_follows_the_block_not_the_square_of_the_category() -> None:
