@@ -15,7 +15,7 @@ import polars as pl
 
 from graph_schema.kinds import RELATION_KINDS, RelationKind
 from graph_schema.models import Evidence, Provenance, Rejection, Relation
-from graph_schema.tables import EDGE_SCHEMA, edges_frame, relation_from_row
+from graph_schema.tables import EDGE_SCHEMA, EdgeRows, edges_frame, relation_from_row
 
 CHUNK: Final = 50_000
 """Relations turned into rows (or rows into relations) at a time: bounds the objects alive at once, and is
@@ -25,7 +25,7 @@ MAX_REASONS: Final = 5
 
 
 @dataclass(frozen=True, eq=False)
-class RelationTable(Sequence[Relation]):
+class RelationTable(EdgeRows):
     """Relations in the EDGE_SCHEMA layout. A `Sequence[Relation]`: indexing and iterating build each
     `Relation` (validated) when it is read, so code written for a list of relations reads a table unchanged
     and holds one relation at a time."""

@@ -8,7 +8,7 @@ every store can hold them as plain properties.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import polars as pl
@@ -112,10 +112,15 @@ def nodes_frame(products: Iterable[Product]) -> pl.DataFrame:
     return pl.DataFrame([product_row(p) for p in products], schema=NODE_SCHEMA)
 
 
-def edges_frame(relations: Iterable[Relation]) -> pl.DataFrame:
-    """The edges table of `relations`; a `RelationTable` (graph_schema.relation_table) is one already."""
-    from graph_schema.relation_table import RelationTable  # it builds on this module
+class EdgeRows(Sequence[Relation]):
+    """Relations already held as an EDGE_SCHEMA frame, `.frame` (graph_schema.relation_table.RelationTable, which
+    builds on this module: the base class lets `edges_frame` recognise it without importing it)."""
 
-    if isinstance(relations, RelationTable):
+    frame: pl.DataFrame
+
+
+def edges_frame(relations: Iterable[Relation]) -> pl.DataFrame:
+    """The edges table of `relations`; a `RelationTable` is one already."""
+    if isinstance(relations, EdgeRows):
         return relations.frame
     return pl.DataFrame([relation_row(r) for r in relations], schema=EDGE_SCHEMA)
