@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -52,6 +52,14 @@ def _score(top: dict[str, list[str]], groups: list[tuple[str, frozenset[str]]], 
     return hits / max(len(groups), 1), ndcgs
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of the per-query differences a - b and its standard error (0 with fewer than two queries)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(diffs) / len(diffs) if diffs else 0.0
+    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / max(len(diffs), 1))
+    return mean, spread
+
+
 def label_queries(baskets: pl.DataFrame, max_basket_size: int = 50) -> list[tuple[str, frozenset[str]]]:
     """Every item of a fold-0 label basket with the rest of its basket as its answers."""
     labels = split_baskets(baskets, 0).labels
@@ -76,9 +84,7 @@ def quality_gate(new: Iterable[Relation], current: Iterable[Relation], baskets: 
     floor = cur_ndcg * (1.0 - max_drop)
     # "Clearly worse": below the floor AND a paired drop beyond noise (Z_CLEAR standard errors), so a small
     # log's few label queries do not refuse a version by chance.
-    diffs = [c - n for n, c in zip(new_each, cur_each, strict=True)]
-    mean = sum(diffs) / len(diffs)
-    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / len(diffs))
+    mean, spread = paired_difference(cur_each, new_each)
     significant = mean > Z_CLEAR * spread
     passed = new_ndcg >= floor or not significant
     verdict = "passed" if passed else "refused"

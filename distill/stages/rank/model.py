@@ -22,7 +22,7 @@ import polars as pl
 
 from distill.stages.rank.context import F32
 from distill.stages.rank.features import FEATURES, matrix
-from distill.stages.rank.gate import Z_CLEAR
+from distill.stages.rank.gate import Z_CLEAR, paired_difference
 from distill.stages.rank.labels import VALID_FOLDS
 from distill.stages.rank.training import TrainingSet
 
@@ -92,11 +92,8 @@ def group_metrics(groups: npt.NDArray[np.int64], scores: F32, labels: F32, posit
 def clearly_better(a: Metrics, b: Metrics, z: float = Z_CLEAR) -> bool:
     """Whether `a` beats `b` on the same groups by more than `z` standard errors of the paired NDCG
     difference: a tie within noise is no reason to prefer either."""
-    diffs = a.each - b.each
-    if len(diffs) < 2:
-        return bool(diffs.sum() > 0)
-    spread = float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
-    return float(diffs.mean()) > z * spread
+    mean, spread = paired_difference(a.each.tolist(), b.each.tolist())
+    return mean > z * spread
 
 
 def ordering_scores(frame: pl.DataFrame, column: str) -> F32:
