@@ -5,11 +5,24 @@ Then one pipeline run over the bundled sample catalog against the fake server (i
 calls per product per LLM stage and tokens per judged pair of the verify stage.
 
     PYTHONPATH=. python benchmarks/bench_llm_throughput.py [--latency 0.3] [--items-per-call 8] [--no-pipeline]
+        [--processes 1 auto] [--repeat 3]
 
-Beside the rates: `client cores` = the client's CPU over the wall time (1.0 = one core busy all run);
-`cpu wait s` = how long the event loop's thread was runnable but waiting for a CPU (schedstat: what other
+Each concurrency is run once per `--processes` setting (llm_processes: 1 = in-process, auto, or N worker
+processes), alternating, `--repeat` rounds; `procs` shows the setting (auto=N: the workers it chose).
+Beside the rates: `cpu ms/call` = the client's CPU per call, parent and workers; `in workers` = the workers'
+share; `client cores` = the client's CPU over the wall time (1.0 = one core busy all run);
+`cpu wait s` = how long the event loops' threads (parent, workers) were runnable but waiting for a CPU (schedstat: what other
 processes took from the run; near 0 on a quiet machine); `server ms/call` = the fake server's CPU per call.
-The load average is printed at start and end: on a shared machine the ratio at 32 follows it.
+The load average is printed at start and end, and the 1-minute one per line: on a shared machine the ratio at
+32 follows it.
+
+Worker processes (issue #15, the last goal: >= 0.8 at 32), `flock /work/bench.lock` + `--no-pipeline
+--repeat 3`, 2 cores; ratio at 32 per round, in-process (llm_processes=1) vs auto (2 workers):
+  run A, load 0.6-1.1 (round 3 shared the cores with a test run):  1: 0.78 / 0.75 / 0.75   auto=2: 0.91 / 0.88 / 0.83
+  run B, load 1.1-1.5:                                             1: 0.78 / 0.65 / 0.69   auto=2: 0.85 / 0.81 / 0.79
+  run C, load 0.8-1.2:                                             1: 0.69 / 0.68 / 0.68   auto=2: 0.85 / 0.83 / 0.87
+  At 1 and 8 auto is in-process (0.97 and 0.88-0.93 either way).
+  See docs/pipeline.md, "LLM throughput", for every run and the CPU per call.
 
 Before/after (issue #15), `PYTHONPATH=. python benchmarks/bench_llm_throughput.py --no-pipeline`, back to back on
 the shared 2-core machine (load average 13-18 from other jobs: each figure moves by +-0.1):
