@@ -486,7 +486,8 @@ class LLMGateway(BatchFiles, ProviderBatches):
         if self._completion_fn is not None:
             return read_response(await self._completion_fn(**kwargs))
         if self._workers is not None:
-            reply = await self._workers.call((stage, kwargs))
+            # litellm's own timeout ends a call in the worker; far past it, the worker itself is stuck
+            reply = await self._workers.call((stage, kwargs), stuck_after_s=2 * self.settings.llm_timeout_s + 30)
             if isinstance(reply, ErrorReply):
                 raise ForwardedError(reply)
             return reply.text, reply.input_tokens, reply.output_tokens

@@ -113,6 +113,7 @@ class _Worker:
         # send blocked on a full pipe cannot stop the reader thread from draining the replies
         self.ready = threading.Event()
         self.dead = False
+        self.killed: str | None = None  # why the parent killed it, if it did
         self.sent = 0
         self.process = context.Process(target=serve, args=(child_end, call_fn, prepare, os.getpid()), name=name,
                                        daemon=True)
@@ -148,9 +149,15 @@ class _Worker:
             self.dead = True
             orphans, self.pending = list(self.pending.values()), {}
         self.ready.set()
-        lost = f"LLM worker process {self.pid} exited (code {self.process.exitcode}) during the call"
+        lost = f"LLM worker process {self.pid} {self.killed or f'exited (code {self.process.exitcode})'} during the call"
         for entry in orphans:
             _settle(entry, "lost", lost)
+
+    def kill(self, why: str) -> None:
+        """Kill a stuck worker: its pipe closes and the reader thread fails its calls."""
+        self.killed = self.killed or why
+        if self.process.is_alive():
+            self.process.kill()
 
     def stop(self) -> None:
         try:
@@ -238,9 +245,11 @@ class WorkerPool:
             for worker in started:
                 worker.ready.wait()
 
-    async def call(self, request: Any) -> Any:
+    async def call(self, request: Any, *, stuck_after_s: float | None = None) -> Any:
         """Run `call_fn(request)` in a worker and return its result. Raises WorkerLost when the worker dies
-        first, RuntimeError when the call function raised (a bug, with the worker's traceback)."""
+        first, RuntimeError when the call function raised (a bug, with the worker's traceback).
+        `stuck_after_s`: no answer by then means the worker is alive but stuck (its loop blocked): it is killed,
+        so that this call and its others fail with WorkerLost (and are retried) instead of waiting for ever."""
         worker = self._pick()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -258,7 +267,13 @@ class WorkerPool:
                 worker.pending.pop(call_id, None)
             raise WorkerLost(f"LLM worker process {worker.pid} is gone: {exc}", cause="LLM worker process died") from exc
         try:
-            return await future
+            if stuck_after_s is None:
+                return await future
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), stuck_after_s)
+            except TimeoutError:
+                worker.kill(f"gave no answer in {stuck_after_s:g} s (stuck), killed")
+                return await future  # its reader thread fails it with WorkerLost once the process is gone
         except asyncio.CancelledError:
             with worker.lock:
                 worker.pending.pop(call_id, None)

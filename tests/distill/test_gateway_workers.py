@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from distill.errors import BudgetExceeded, TerminalLLMError
+from distill.errors import BudgetExceeded, TerminalLLMError, WorkerLost
 from distill.llm import workers as worker_module
 from distill.llm.cache import ResponseCache, cache_key
 from distill.llm.gateway import CallResult, LLMGateway, provider_workers
@@ -285,6 +285,30 @@ def test_no_worker_outlives_its_parent(server: FakeOpenAIServer, tmp_path: Path,
     finally:
         parent.kill()
         parent.wait()
+
+
+async def _block_or_echo(request: str) -> str:
+    """A call function for a bare pool: "block" blocks the worker's whole loop (a stuck worker), else echoes."""
+    if request == "block":
+        time.sleep(3600)
+    return request
+
+
+def test_a_stuck_worker_is_killed_its_calls_fail_as_lost_and_it_is_replaced() -> None:
+    stuck = WorkerPool(1, _block_or_echo)
+    try:
+        async def calls() -> tuple[Any, Any]:
+            # "block" stops the worker's loop, so the echo queued behind it cannot be answered either.
+            both = asyncio.gather(stuck.call("block", stuck_after_s=1.0), stuck.call("echo"), return_exceptions=True)
+            return await asyncio.wait_for(both, DEADLINE_S)  # without the kill: TimeoutError, not a hang
+
+        stuck.start()
+        blocked, queued = asyncio.run(calls())
+        assert isinstance(blocked, WorkerLost) and "stuck" in str(blocked)
+        assert isinstance(queued, WorkerLost)  # the other in-flight call failed with it, it did not hang
+        assert asyncio.run(stuck.call("echo")) == "echo" and stuck.restarts == 1
+    finally:
+        stuck.close()
 
 
 def test_a_worker_whose_parent_is_gone_stops_even_if_its_pipe_stays_open() -> None:
