@@ -21,6 +21,7 @@ Worker processes (issue #15, the last goal: >= 0.8 at 32), `flock /work/bench.lo
   run A, load 0.6-1.1 (round 3 shared the cores with a test run):  1: 0.78 / 0.75 / 0.75   auto=2: 0.91 / 0.88 / 0.83
   run B, load 1.1-1.5:                                             1: 0.78 / 0.65 / 0.69   auto=2: 0.85 / 0.81 / 0.79
   run C, load 0.8-1.2:                                             1: 0.69 / 0.68 / 0.68   auto=2: 0.85 / 0.83 / 0.87
+  run D, load 0.4-0.8:                                             1: 0.68 / 0.76 / 0.73   auto=2: 0.88 / 0.91 / 0.85
   At 1 and 8 auto is in-process (0.97 and 0.88-0.93 either way).
   See docs/pipeline.md, "LLM throughput", for every run and the CPU per call.
 
