@@ -5,11 +5,25 @@ Then one pipeline run over the bundled sample catalog against the fake server (i
 calls per product per LLM stage and tokens per judged pair of the verify stage.
 
     PYTHONPATH=. python benchmarks/bench_llm_throughput.py [--latency 0.3] [--items-per-call 8] [--no-pipeline]
+        [--processes 1 auto] [--repeat 3]
 
-Beside the rates: `client cores` = the client's CPU over the wall time (1.0 = one core busy all run);
-`cpu wait s` = how long the event loop's thread was runnable but waiting for a CPU (schedstat: what other
+Each concurrency is run once per `--processes` setting (llm_processes: 1 = in-process, auto, or N worker
+processes), alternating, `--repeat` rounds; `procs` shows the setting (auto=N: the workers it chose).
+Beside the rates: `cpu ms/call` = the client's CPU per call, parent and workers; `in workers` = the workers'
+share; `client cores` = the client's CPU over the wall time (1.0 = one core busy all run);
+`cpu wait s` = how long the event loops' threads (parent, workers) were runnable but waiting for a CPU (schedstat: what other
 processes took from the run; near 0 on a quiet machine); `server ms/call` = the fake server's CPU per call.
-The load average is printed at start and end: on a shared machine the ratio at 32 follows it.
+The load average is printed at start and end, and the 1-minute one per line: on a shared machine the ratio at
+32 follows it.
+
+Worker processes (issue #15, the last goal: >= 0.8 at 32), `flock /work/bench.lock` + `--no-pipeline
+--repeat 3`, 2 cores; ratio at 32 per round, in-process (llm_processes=1) vs auto (2 workers):
+  run A, load 0.6-1.1 (round 3 shared the cores with a test run):  1: 0.78 / 0.75 / 0.75   auto=2: 0.91 / 0.88 / 0.83
+  run B, load 1.1-1.5:                                             1: 0.78 / 0.65 / 0.69   auto=2: 0.85 / 0.81 / 0.79
+  run C, load 0.8-1.2:                                             1: 0.69 / 0.68 / 0.68   auto=2: 0.85 / 0.83 / 0.87
+  run D, load 0.4-0.8:                                             1: 0.68 / 0.76 / 0.73   auto=2: 0.88 / 0.91 / 0.85
+  At 1 and 8 auto is in-process (0.97 and 0.88-0.93 either way).
+  See docs/pipeline.md, "LLM throughput", for every run and the CPU per call.
 
 Before/after (issue #15), `PYTHONPATH=. python benchmarks/bench_llm_throughput.py --no-pipeline`, back to back on
 the shared 2-core machine (load average 13-18 from other jobs: each figure moves by +-0.1):
@@ -48,12 +62,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.llm.cache import ResponseCache
-from distill.llm.gateway import LLMGateway
+from distill.llm.gateway import LLMGateway, provider_workers
 from distill.llm.prompts import ChatMessage, RenderedPrompt, data_block
+from distill.llm.workers import WorkerPool, worker_count
 from distill.settings import DistillSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,51 +130,85 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.3, help="fake server seconds per call")
     parser.add_argument("--items-per-call", type=int, default=8, help="products per prompt")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--processes", nargs="+", default=["1", "auto"],
+                        help="llm_processes settings to compare, alternating at each concurrency (1, auto, N)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every concurrency and setting")
     parser.add_argument("--rounds", type=int, default=12, help="calls per worker at each level (min 16 calls)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the per-stage calls/tokens run")
     args = parser.parse_args()
+    settings_of = [value if value == "auto" else int(value) for value in args.processes]
 
     server, base_url = start_server(args.latency)
+    pools: dict[int, WorkerPool] = {}  # worker count -> one pool shared by that count's gateways (started once)
     try:
         print(f"fake server {base_url}, latency {args.latency}s/call, {args.items_per_call} products/call, "
               f"load average {_load()} at start")
-        print(f"{'conc':>5} {'products':>9} {'calls':>6} {'seconds':>8} {'products/min':>13} {'calls/product':>14} "
-              f"{'calls/s':>8} {'ideal calls/s':>14} {'ratio':>6} {'failed':>6} {'cpu ms/call':>11} "
-              f"{'client cores':>12} {'cpu wait s':>10} {'server ms/call':>14}")
-        for concurrency in args.concurrency:
-            calls = max(16, concurrency * args.rounds)
-            products = calls * args.items_per_call
-            prompts = build_prompts(products, args.items_per_call, salt=f"c{concurrency}-{time.time_ns()}")
-            with tempfile.TemporaryDirectory() as tmp:
-                settings = DistillSettings(
-                    llm_model="openai/bench-model", llm_api_base=base_url, llm_api_key="test",
-                    data_dir=Path(tmp), llm_concurrency=concurrency, llm_timeout_s=30,
-                )
-                gateway = LLMGateway(settings, ResponseCache(settings.cache_path))
-                if concurrency == args.concurrency[0]:
-                    # Warm-up outside the timing: litellm's import and first-call set-up cost seconds once.
-                    gateway.run_many(build_prompts(1, 1, salt="warm"), stage="warmup", progress=False)
-                started, cpu_started, server_started = time.perf_counter(), _cpu(), _process_cpu(server.pid)
-                waited_before = _waited_for_cpu()
-                results = gateway.run_many(prompts, stage="bench", progress=False)
-                elapsed, cpu = time.perf_counter() - started, _cpu() - cpu_started
-                server_cpu, waited_after = _process_cpu(server.pid), _waited_for_cpu()
-            usage = gateway.usage("bench")
-            answered = sum(len(r.value.products) for r in results if r.value is not None)
-            if answered != products:
-                raise SystemExit(f"only {answered} of {products} products answered: the benchmark is invalid")
-            calls_per_s = usage.calls / elapsed
-            ideal = concurrency / args.latency
-            print(f"{concurrency:>5} {products:>9} {usage.calls:>6} {elapsed:>8.2f} {products / elapsed * 60:>13.0f} "
-                  f"{usage.calls / products:>14.3f} {calls_per_s:>8.1f} {ideal:>14.1f} {calls_per_s / ideal:>6.2f} {usage.failed_calls:>6} {cpu / usage.calls * 1000:>11.1f} "
-                  f"{cpu / elapsed:>12.2f} {_difference(waited_before, waited_after):>10} "
-                  f"{_per_call_ms(server_started, server_cpu, usage.calls):>14}")
+        print(f"{'conc':>5} {'procs':>7} {'calls':>6} {'seconds':>8} {'products/min':>13} {'calls/s':>8} "
+              f"{'ideal calls/s':>14} {'ratio':>6} {'failed':>6} {'cpu ms/call':>11} {'in workers':>10} "
+              f"{'client cores':>12} {'cpu wait s':>10} {'server ms/call':>14} {'load 1 min':>10}")
+        warm = True
+        for _ in range(args.repeat):
+            for concurrency in args.concurrency:
+                for setting in settings_of:
+                    processes = worker_count(setting, concurrency)
+                    if processes > 1 and processes not in pools:
+                        pools[processes] = provider_workers(processes)
+                        started = time.perf_counter()
+                        pools[processes].start()
+                        print(f"      ({processes} worker processes started in {time.perf_counter() - started:.1f} s, "
+                              f"load average {_load()})")
+                    measure(args, base_url, server.pid, concurrency, setting, pools.get(processes), warm)
+                    warm = False
         print(f"load average {_load()} at the end")
     finally:
+        for pool in pools.values():
+            pool.close()
         server.terminate()
         server.wait(timeout=10)
     if not args.no_pipeline:
         pipeline_costs()
+
+
+def measure(args: argparse.Namespace, base_url: str, server_pid: int, concurrency: int,
+            setting: int | Literal["auto"], pool: WorkerPool | None, warm: bool) -> None:
+    """One timed run_many at `concurrency` with llm_processes=`setting` (its workers: `pool`), one output line."""
+    calls = max(16, concurrency * args.rounds)
+    products = calls * args.items_per_call
+    prompts = build_prompts(products, args.items_per_call, salt=f"c{concurrency}-{time.time_ns()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = DistillSettings(
+            llm_model="openai/bench-model", llm_api_base=base_url, llm_api_key="test",
+            data_dir=Path(tmp), llm_concurrency=concurrency, llm_timeout_s=30, llm_processes=setting,
+        )
+        gateway = LLMGateway(settings, ResponseCache(settings.cache_path), workers=pool)
+        # Warm-up outside the timing: litellm's import and first-call set-up cost seconds once per process
+        # (a few calls per worker, so that each worker has made its first).
+        warm_calls = 4 * pool.processes if pool is not None else (1 if warm else 0)
+        if warm_calls:
+            gateway.run_many(build_prompts(warm_calls, 1, salt=f"warm-{time.time_ns()}"), stage="warmup",
+                             progress=False)
+        pids = gateway.worker_pids
+        started, cpu_started, server_started = time.perf_counter(), _cpu(), _process_cpu(server_pid)
+        workers_started = [_process_cpu(pid) for pid in pids]
+        waited_before = _waited_for_cpu(pids)
+        results = gateway.run_many(prompts, stage="bench", progress=False)
+        elapsed, cpu = time.perf_counter() - started, _cpu() - cpu_started
+        server_cpu, waited_after = _process_cpu(server_pid), _waited_for_cpu(pids)
+        workers_cpu = sum((end or 0.0) - (begin or 0.0) for begin, end in zip(workers_started, map(_process_cpu, pids)))
+        gateway.close()
+    usage = gateway.usage("bench")
+    answered = sum(len(r.value.products) for r in results if r.value is not None)
+    if answered != products:
+        raise SystemExit(f"only {answered} of {products} products answered: the benchmark is invalid")
+    calls_per_s = usage.calls / elapsed
+    ideal = concurrency / args.latency
+    total = cpu + workers_cpu
+    label = f"{setting}={len(pids) or 1}" if setting == "auto" else str(setting)
+    print(f"{concurrency:>5} {label:>7} {usage.calls:>6} {elapsed:>8.2f} {products / elapsed * 60:>13.0f} "
+          f"{calls_per_s:>8.1f} {ideal:>14.1f} {calls_per_s / ideal:>6.2f} {usage.failed_calls:>6} "
+          f"{total / usage.calls * 1000:>11.1f} {workers_cpu / usage.calls * 1000:>10.1f} "
+          f"{total / elapsed:>12.2f} {_difference(waited_before, waited_after):>10} "
+          f"{_per_call_ms(server_started, server_cpu, usage.calls):>14} {os.getloadavg()[0]:>10.1f}", flush=True)
 
 
 def _cpu() -> float:
@@ -177,11 +227,13 @@ def _process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _waited_for_cpu() -> float | None:
-    """Seconds the event loop's thread (this one) spent runnable but waiting for a CPU, from schedstat(5):
-    what other processes on a shared machine take from the benchmark, which its ratio cannot tell apart."""
+def _waited_for_cpu(worker_pids: list[int]) -> float | None:
+    """Seconds the event loops' threads (this one and each worker process's main thread) spent runnable but
+    waiting for a CPU, from schedstat(5): what other processes on a shared machine take from the benchmark,
+    which its ratio cannot tell apart."""
+    paths = [Path("/proc/thread-self/schedstat"), *(Path(f"/proc/{pid}/task/{pid}/schedstat") for pid in worker_pids)]
     try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+        return sum(int(path.read_text().split()[1]) for path in paths) / 1e9
     except (OSError, IndexError, ValueError):
         return None
 

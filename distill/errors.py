@@ -10,7 +10,9 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     │   └── PublisherBusy         another publisher holds the store's publish lease
     ├── LLMError                  a model call failed
     │   ├── TransientLLMError     worth retrying: rate limit, timeout, 5xx, connection
-    │   │   └── RateLimited       HTTP 429: the provider is up and asks us to wait (never opens the breaker)
+    │   │   ├── RateLimited       HTTP 429: the provider is up and asks us to wait (never opens the breaker)
+    │   │   └── WorkerLost        an LLM worker process (llm_processes) died during the call: retried, never
+    │   │                         opens the breaker (the provider did not fail)
     │   ├── TerminalLLMError      not worth retrying: auth, bad request, context window; the run stops
     │   │   ├── PromptRefused     a content filter refused this one prompt: recorded, the run goes on
     │   │   ├── FormatRejected    the provider refused `response_format`: JSON mode is weakened, then retried
@@ -51,6 +53,10 @@ class RateLimited(TransientLLMError):
     pass
 
 
+class WorkerLost(TransientLLMError):
+    """The worker process making the call (distill.llm.workers) died before it answered."""
+
+
 class TerminalLLMError(LLMError):
     pass
 
@@ -82,5 +88,5 @@ class QualityGateFailed(StageError):
 __all__ = [
     "BudgetExceeded", "CatalogError", "ConfigError", "FormatRejected", "LLMError", "ModelUnavailable",
     "PromptRefused", "PublisherBusy", "QualityGateFailed", "RateLimited", "ShelfgraphError", "StageError",
-    "StoreError", "TerminalLLMError", "TransientLLMError", "VersionNotFound",
+    "StoreError", "TerminalLLMError", "TransientLLMError", "VersionNotFound", "WorkerLost",
 ]

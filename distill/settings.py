@@ -8,7 +8,7 @@ No other module reads os.environ.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +35,11 @@ class DistillSettings(BaseSettings):
     llm_api_base: str | None = None
     llm_api_key: SecretStr | None = None
     llm_concurrency: int = Field(default=8, ge=1)
+    llm_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="processes that make the provider calls, each with its own event loop: 1 = in this process; "
+        "N = N worker processes (the budget, limits, retries and cache stay in this one); auto = one per 16 "
+        "concurrent calls (llm_concurrency), at most one per core (docs/pipeline.md, LLM throughput)")
     llm_rpm: int | None = Field(default=None, ge=1, description="requests per minute limit")
     llm_tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit")
     llm_timeout_s: float = Field(default=60.0, gt=0)

@@ -10,8 +10,8 @@ import functools
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Generic, Literal
@@ -40,8 +40,10 @@ from distill.llm.provider_errors import (
     refusal_code,
     status_text,
 )
-from distill.llm.ratelimit import IntervalLimiter, TokenBucket
+from distill.llm.ratelimit import IntervalLimiter, TokenBucket, retry_after
+from distill.llm.tasks import first_error, progress_bar
 from distill.llm.retry import FORMAT_LEVELS, REPAIR_INSTRUCTION, CircuitBreaker, Exhausted, backoff_delay
+from distill.llm.workers import ErrorReply, ForwardedError, Reply, WorkerPool, worker_count
 from distill.settings import DistillSettings
 from graph_schema.models import LLMUsage, Rejection
 
@@ -122,6 +124,28 @@ def _provider(model: str, api_base: str | None) -> tuple[str, str | None]:
     return str(provider), api_base or base
 
 
+def provider_workers(processes: int) -> WorkerPool:
+    """A pool of `processes` worker processes that make raw provider calls (distill.llm.workers)."""
+    # prepare: a new worker imports litellm (seconds) before it reports ready, not on its first call.
+    return WorkerPool(processes, _remote_completion, prepare=_litellm)
+
+
+async def _remote_completion(request: tuple[str, dict[str, Any]]) -> Reply | ErrorReply:
+    """In a worker process: one litellm.acompletion for (stage, kwargs), its answer or its translated error as
+    plain data. Nothing stateful happens here: retries, budget, limits and the breaker are the parent's."""
+    stage, kwargs = request
+    model = kwargs["model"]
+    _ready(model)
+    try:
+        with _unlogged():
+            response = await _litellm().acompletion(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - translated; not a provider error: re-raised (a bug, sent as such)
+        failure = _translate(exc, model, stage, kwargs["timeout"])
+        return ErrorReply(type(failure).__name__, str(failure), failure.cause, f"{type(exc).__name__}: {exc}",
+                          retry_after(exc))
+    return Reply(*read_response(response))
+
+
 @dataclass(frozen=True)
 class CallResult(Generic[T]):
     """The outcome of one prompt: a validated value, a Rejection, or pending (export mode)."""
@@ -157,6 +181,7 @@ class LLMGateway(BatchFiles, ProviderBatches):
         expected_output_tokens: int = 512,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        workers: WorkerPool | None = None,
     ) -> None:
         if not settings.llm_model:
             raise ConfigError("no LLM configured: set llm_model (SHELFGRAPH_LLM_MODEL), e.g. openai/gpt-4o-mini")
@@ -182,6 +207,33 @@ class LLMGateway(BatchFiles, ProviderBatches):
         self._tpm = TokenBucket(settings.llm_tpm, sleep, clock) if settings.llm_tpm else None
         self._live: dict[str, tuple[str, str] | None] = {}  # export mode: cache key -> (bad answer, why) or None
         self._rejected: dict[str, Rejection] = {}
+        # Provider calls in worker processes (llm_processes): `workers` if given (the caller closes it), else
+        # a pool of this gateway's own, started on the first call and stopped by close().
+        processes = worker_count(settings.llm_processes, settings.llm_concurrency)
+        self._own_workers = workers is None and completion_fn is None and processes > 1
+        self._workers = provider_workers(processes) if self._own_workers else workers
+
+    # --- worker processes -----------------------------------------------------------------------------
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running worker processes (empty: calls are made in this process)."""
+        return self._workers.pids if self._workers is not None else []
+
+    def start_workers(self) -> None:
+        """Start the worker processes now (else the first call does) and wait until each has loaded litellm."""
+        if self._workers is not None:
+            self._workers.start()
+
+    def close(self) -> None:
+        """Stop this gateway's own worker processes (a pool passed in is the caller's to close)."""
+        if self._own_workers and self._workers is not None:
+            self._workers.close()
+
+    def __enter__(self) -> LLMGateway:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # --- accounting -----------------------------------------------------------------------------------
     def _stage(self, stage: str) -> StageCounters:
@@ -251,7 +303,7 @@ class LLMGateway(BatchFiles, ProviderBatches):
         queue = iter(list(todo.values()))
         semaphore_size = min(self.settings.llm_concurrency, max(1, len(todo)))
 
-        with _progress_bar(progress and bool(todo), stage, len(todo)) as advance:
+        with progress_bar(progress and bool(todo), stage, len(todo)) as advance:
             unanswered = 0  # prompts every model failed (transient errors until attempts ran out)
 
             async def worker() -> None:
@@ -277,7 +329,7 @@ class LLMGateway(BatchFiles, ProviderBatches):
                 except BaseExceptionGroup as failed:
                     # A terminal error in one worker cancelled the others: surface it (its __cause__, the
                     # provider's exception, is kept), not the group.
-                    raise _first_error(failed)  # noqa: B904
+                    raise first_error(failed)  # noqa: B904
                 if unanswered == len(todo) and not self._budget.hit:
                     # Not one prompt of the stage got an answer: publishing without its evidence would be
                     # worse than a run without a model, so the run stops here.
@@ -354,7 +406,8 @@ class LLMGateway(BatchFiles, ProviderBatches):
                     await self._rpm.acquire()
                 if self._tpm is not None:
                     await self._tpm.acquire(estimate[0])
-                response = await self._complete(model, messages, response_format(level, prompt.response_model))
+                content, input_tokens, output_tokens = await self._complete(
+                    model, messages, response_format(level, prompt.response_model), stage)
             except (BudgetStop, asyncio.CancelledError):
                 self._release(estimate)
                 raise
@@ -386,7 +439,6 @@ class LLMGateway(BatchFiles, ProviderBatches):
                     raise Exhausted(f"{model}: {self._breaker.down[model]}") from exc
                 continue
             self._breaker.answered(model)
-            content, input_tokens, output_tokens = read_response(response)
             cost = self.estimate_cost(model, input_tokens, output_tokens)
             self._settle(estimate, input_tokens + output_tokens, cost)
             counters.calls += 1
@@ -411,8 +463,10 @@ class LLMGateway(BatchFiles, ProviderBatches):
             messages = [*base, {"role": "assistant", "content": content or ""},
                         {"role": "user", "content": REPAIR_INSTRUCTION.format(error=error)}]
 
-    async def _complete(self, model: str, messages: list[dict[str, str]], fmt: dict[str, Any] | None) -> Any:
-        fn = self._completion_fn or _litellm().acompletion
+    async def _complete(
+        self, model: str, messages: list[dict[str, str]], fmt: dict[str, Any] | None, stage: str
+    ) -> tuple[str | None, int, int]:
+        """One request: (answer text, input tokens, output tokens), in this process or in a worker process."""
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": messages,
@@ -430,48 +484,24 @@ class LLMGateway(BatchFiles, ProviderBatches):
         if self.settings.llm_api_key is not None:
             kwargs["api_key"] = self.settings.llm_api_key.get_secret_value()
         if self._completion_fn is not None:
-            return await fn(**kwargs)
+            return read_response(await self._completion_fn(**kwargs))
+        if self._workers is not None:
+            # litellm's own timeout ends a call in the worker; far past it, the worker itself is stuck
+            reply = await self._workers.call((stage, kwargs), stuck_after_s=2 * self.settings.llm_timeout_s + 30)
+            if isinstance(reply, ErrorReply):
+                raise ForwardedError(reply)
+            return reply.text, reply.input_tokens, reply.output_tokens
         _ready(model)
         with _unlogged():
-            return await fn(**kwargs)
+            return read_response(await _litellm().acompletion(**kwargs))
 
     def _translate(self, exc: Exception, model: str, stage: str) -> TransientLLMError | TerminalLLMError:
-        """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
-        structured error code/param, not message wording). Not a provider error: re-raised unchanged."""
-        lm = _litellm()
-        status = getattr(exc, "status_code", None)
-        refusal = refusal_code(exc)
-        if isinstance(exc, lm.ContentPolicyViolationError) or refusal is not None:
-            # one product's text tripped a filter: record it, keep the run going
-            reason = f"refused by {model}: content policy ({refusal or type(exc).__name__})"
-            return PromptRefused(f"{stage}: {reason}", cause=reason)
-        prefix = f"{stage}: model {model!r}"
-        if isinstance(exc, lm.ContextWindowExceededError):
-            return TerminalLLMError(f"{prefix}: prompt too long for the context window ({type(exc).__name__}): "
-                                    f"{exc}. Not retried.", cause="context window exceeded")
-        if isinstance(exc, lm.BadRequestError) and about_response_format(exc):  # UnsupportedParamsError too
-            return FormatRejected(f"{prefix} does not accept the JSON mode requested: {exc}", cause="response_format")
-        if isinstance(exc, lm.RateLimitError) or status == 429:
-            return RateLimited(f"{prefix}: rate limited (HTTP 429)", cause="rate limited (HTTP 429)")
-        if isinstance(exc, (lm.Timeout, TimeoutError)):
-            cause = f"timed out after {self.settings.llm_timeout_s:g}s"
-            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
-        cause = connection_cause(exc) or status_text(exc)
-        if connection_cause(exc) is not None or isinstance(
-            exc, (lm.APIConnectionError, lm.InternalServerError, lm.ServiceUnavailableError, lm.BadGatewayError)
-        ):
-            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
-        if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
-                            lm.UnprocessableEntityError)) or (
-            isinstance(status, int) and status < 500 and status not in TRANSIENT_STATUS
-        ) or (isinstance(exc, lm.APIError) and not isinstance(status, int)):
-            return TerminalLLMError(
-                f"{prefix} refused the request: {cause}: {exc}. "
-                "Not retried: check the model name, API key, api_base and prompt size.", cause=cause,
-            )
-        if isinstance(status, int):
-            return TransientLLMError(f"{prefix}: {cause}", cause=cause)
-        raise exc  # not a provider error: a bug, let it surface unchanged
+        if isinstance(exc, ForwardedError):  # translated in the worker process that made the call
+            assert isinstance(exc.failure, (TransientLLMError, TerminalLLMError))
+            return exc.failure
+        if isinstance(exc, (TransientLLMError, TerminalLLMError)):  # WorkerLost, from the worker pool
+            return exc
+        return _translate(exc, model, stage, self.settings.llm_timeout_s)
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
         return backoff_delay(attempt, exc, self._rng, base=self._backoff_base, cap=self._backoff_cap,
@@ -527,22 +557,40 @@ class LLMGateway(BatchFiles, ProviderBatches):
                 raise type(failure)(f"{what} at {provider} failed: {failure}", cause=failure.cause) from exc
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group.exceptions[0]
-
-
-@contextmanager
-def _progress_bar(enabled: bool, stage: str, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(f"[bold]{stage}[/] LLM"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task(stage, total=total)
-        yield lambda: bar.advance(task)
+def _translate(exc: Exception, model: str, stage: str, timeout_s: float) -> TransientLLMError | TerminalLLMError:
+    """The provider's exception as a member of distill.errors' tree (decided on types and the provider's
+    structured error code/param, not message wording). Not a provider error: re-raised unchanged."""
+    lm = _litellm()
+    status = getattr(exc, "status_code", None)
+    refusal = refusal_code(exc)
+    if isinstance(exc, lm.ContentPolicyViolationError) or refusal is not None:
+        # one product's text tripped a filter: record it, keep the run going
+        reason = f"refused by {model}: content policy ({refusal or type(exc).__name__})"
+        return PromptRefused(f"{stage}: {reason}", cause=reason)
+    prefix = f"{stage}: model {model!r}"
+    if isinstance(exc, lm.ContextWindowExceededError):
+        return TerminalLLMError(f"{prefix}: prompt too long for the context window ({type(exc).__name__}): "
+                                f"{exc}. Not retried.", cause="context window exceeded")
+    if isinstance(exc, lm.BadRequestError) and about_response_format(exc):  # UnsupportedParamsError too
+        return FormatRejected(f"{prefix} does not accept the JSON mode requested: {exc}", cause="response_format")
+    if isinstance(exc, lm.RateLimitError) or status == 429:
+        return RateLimited(f"{prefix}: rate limited (HTTP 429)", cause="rate limited (HTTP 429)")
+    if isinstance(exc, (lm.Timeout, TimeoutError)):
+        cause = f"timed out after {timeout_s:g}s"
+        return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+    cause = connection_cause(exc) or status_text(exc)
+    if connection_cause(exc) is not None or isinstance(
+        exc, (lm.APIConnectionError, lm.InternalServerError, lm.ServiceUnavailableError, lm.BadGatewayError)
+    ):
+        return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+    if isinstance(exc, (lm.AuthenticationError, lm.PermissionDeniedError, lm.NotFoundError, lm.BadRequestError,
+                        lm.UnprocessableEntityError)) or (
+        isinstance(status, int) and status < 500 and status not in TRANSIENT_STATUS
+    ) or (isinstance(exc, lm.APIError) and not isinstance(status, int)):
+        return TerminalLLMError(
+            f"{prefix} refused the request: {cause}: {exc}. "
+            "Not retried: check the model name, API key, api_base and prompt size.", cause=cause,
+        )
+    if isinstance(status, int):
+        return TransientLLMError(f"{prefix}: {cause}", cause=cause)
+    raise exc  # not a provider error: a bug, let it surface unchanged

@@ -54,7 +54,11 @@ class TokenBucket:
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said."""
+    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), if it said. An error that came back
+    from a worker process (distill.llm.workers.ForwardedError) carries them as `retry_after_s`."""
+    forwarded = getattr(exc, "retry_after_s", None)
+    if isinstance(forwarded, (int, float)):
+        return max(0.0, float(forwarded))
     candidates = [getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)]
     for headers in candidates:
         if not headers:

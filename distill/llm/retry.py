@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from distill.errors import RateLimited, TransientLLMError
+from distill.errors import RateLimited, TransientLLMError, WorkerLost
 from distill.llm.answers import FormatLevel
 from distill.llm.ratelimit import retry_after
 
@@ -48,8 +48,8 @@ class CircuitBreaker:
 
     def failed(self, model: str, error: TransientLLMError) -> None:
         self.last_cause[model] = error.cause
-        if isinstance(error, RateLimited):
-            return  # the provider is up and answered; backoff handles it
+        if isinstance(error, (RateLimited, WorkerLost)):
+            return  # the provider is up and answered (429), or never got to fail (our worker died); retries handle it
         self.streak[model] = self.streak.get(model, 0) + 1
         if self.streak[model] >= self._failures:
             self.down.setdefault(model, f"{self.last_cause[model]} ({self.streak[model]} failed requests in a row)")
