@@ -106,7 +106,9 @@ def compare_with_frozen(texts: list[str], rounds: int) -> None:
     tokens = sum(_PaddedBatches(token_ids, _plan_batches(token_ids, 64, DEFAULT_BATCH_TOKENS)).cells)
     print(f"encode {n} titles ({tokens} padded tokens), median of {rounds} alternating rounds; "
           f"workers=auto -> {pooled.last_pool.batches_per_process if pooled.last_pool else 'in process'} "
-          f"batches per process (caller first); load avg {os.getloadavg()[0]:.1f}")
+          f"batches per process (caller first); load avg {os.getloadavg()[0]:.1f} at the end")
+    print(f"  frozen = old code as it ran: one process, one BLAS thread; today: one BLAS thread per process, "
+          f"workers=auto = {len(os.sched_getaffinity(0))} processes on this machine")
     for label, (_, walls, cpus) in runs.items():
         print(f"  {label:<20} {n / median(walls):8.1f} titles/s wall, {n / median(cpus):8.1f} per CPU-second")
     _, old_wall, old_cpu = runs["frozen (before)"]

@@ -126,6 +126,31 @@ def test_worker_that_raises_reports_its_traceback(
     assert all(w.process.returncode is not None for w in started)
 
 
+def test_cache_sends_only_uncached_texts_to_the_workers(
+    single: TextEncoder, started: list[embed_pool._Worker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distill.run.state import CachedEncoder
+
+    pooled = TextEncoder(model_dir(), workers=2)
+    asked: list[list[str]] = []
+    real_encode = pooled.encode
+
+    def recording_encode(texts: list[str], **kwargs: object) -> np.ndarray:
+        asked.append(list(texts))
+        return real_encode(texts, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pooled, "encode", recording_encode)
+    # the reference goes through a cache too: the cache orders the texts it encodes by hash, which changes the
+    # batches (and the last float bits), so a bare single.encode() is not the same computation
+    cached, reference = CachedEncoder(pooled, tmp_path / "pooled"), CachedEncoder(single, tmp_path / "single")
+    first, second = mixed_texts(60)[:60], [f"new title {i}" for i in range(30)]
+    assert np.array_equal(cached.encode(first), reference.encode(first))
+    both = second[:15] + first + second[15:]
+    assert np.array_equal(cached.encode(both), reference.encode(both))
+    assert len(asked) == 2 and sorted(asked[1]) == sorted(second)  # the cached titles were not encoded again
+    assert started and all(w.process.returncode == 0 for w in started)  # the first call used a worker
+
+
 @pytest.mark.parametrize("workers", [0, -1, "many", True])
 def test_bad_workers_setting_is_a_config_error(workers: object) -> None:
     with pytest.raises(ConfigError, match="workers"):
