@@ -124,7 +124,7 @@ class FrozenEncoder(TextEncoder):
         out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return out
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, **_: Any) -> F32:  # type: ignore[override]
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, **_: Any) -> F32:
         token_ids = self.tokenize(texts)
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         if not token_ids:
