@@ -1,16 +1,18 @@
-"""A frozen copy of distill/evidence/embed.py's forward pass as it was before the speed work (commit 64a7af8), so
-benchmarks/bench_embed.py can measure old and new in the same run and report how far the outputs moved.
-Not imported by the package; do not "fix" it: its value is being the old code."""
+"""A frozen copy of distill/evidence/embed.py's forward pass and encode loop as they were before the speed work
+(commit 64a7af8, distill/embed.py then), so benchmarks/bench_embed.py can measure old and new in the same run and
+report how far the outputs moved. Not imported by the package; do not "fix" it: its value is being the old code.
+It runs in one process with the old default of one BLAS thread (DEFAULT_BLAS_THREADS was already 1)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from distill.evidence.embed import TextEncoder, model_dir
+from distill.evidence.embed import TextEncoder, _blas_limit, model_dir
 
 F32 = npt.NDArray[np.float32]
 
@@ -98,12 +100,12 @@ class FrozenLayer:
 
 
 class FrozenEncoder(TextEncoder):
-    """The same tokenizer, batching and weights; the old layers and forward pass."""
+    """The same tokenizer and weights; the old layers, forward pass and batching (64 texts, no token cap)."""
 
     def __init__(self, **kwargs: Any) -> None:
         from safetensors.numpy import load_file
 
-        super().__init__(model_dir(), **kwargs)
+        super().__init__(model_dir(), workers=1, **kwargs)
         weights = load_file(str(model_dir() / "model.safetensors"))
         config = json.loads((model_dir() / "config.json").read_text(encoding="utf-8"))
         heads, n = int(config["num_attention_heads"]), len(self._layers)
@@ -120,4 +122,22 @@ class FrozenEncoder(TextEncoder):
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return out
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, **_: Any) -> F32:
+        token_ids = self.tokenize(texts)
+        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        if not token_ids:
+            return out
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        with _blas_limit(self.blas_threads):
+            for batch in batches:
+                length = max(len(token_ids[i]) for i in batch)
+                ids = np.zeros((len(batch), length), dtype=np.int64)
+                mask = np.zeros((len(batch), length), dtype=np.float32)
+                for row, i in enumerate(batch):
+                    ids[row, : len(token_ids[i])] = token_ids[i]
+                    mask[row, : len(token_ids[i])] = 1.0
+                out[batch] = self._forward(ids, mask)
         return out

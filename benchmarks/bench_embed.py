@@ -4,9 +4,10 @@ and build time / batched search rate of the hybrid catalog retriever on the Bund
     PYTHONPATH=. .venv/bin/python benchmarks/bench_embed.py [--texts 2000] [--queries 1000] [--catalog N]
         [--compare-threads] [--encoder-only] [--rounds 3]
 
-First: titles/s of today's encoder against a frozen copy of the pre-optimisation forward pass
-(benchmarks/_embed_frozen.py), alternating rounds in the same run, and the largest cosine deviation
-between their outputs.
+First: titles/s of a frozen copy of the pre-optimisation encoder (benchmarks/_embed_frozen.py, one process,
+one BLAS thread as it ran), today's encoder in one process (workers=1) and today's encoder with worker
+processes (workers="auto"), alternating rounds in the same run: wall and per CPU-second (this process plus its
+workers), ratios, the largest cosine deviations, and how long a worker takes to start.
 
 Reads ../shared/data/bundlerec-electronics when present (else synthetic titles). Prints figures; asserts nothing.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from distill.evidence.embed import TextEncoder, default_encoder
+from distill.evidence.embed import POOL_MIN_TOKENS, TextEncoder, default_encoder
 from distill.evidence.retrieval import CatalogRetriever
 from graph_schema.models import Product
 
@@ -66,34 +68,70 @@ def rate(n: int, seconds: float) -> str:
     return f"{seconds:7.2f} s  {n / seconds:9.1f} /s"
 
 
-def compare_with_frozen(encoder: TextEncoder, texts: list[str], rounds: int) -> None:
-    """Old (frozen) and new forward pass on the same texts, alternating so background load hits both."""
-    from benchmarks._embed_frozen import FrozenEncoder
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the encoder's workers are reaped before encode()
+    returns), so pooled and in-process runs are counted the same way."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
-    frozen = FrozenEncoder(blas_threads=encoder.blas_threads)
-    frozen.encode(texts[:64])
-    # wall time, and CPU time of this process: with one BLAS thread the latter ignores other processes'
-    # load on a shared machine, so it is the steadier of the two
-    old_s, new_s, old_cpu, new_cpu = [], [], [], []
+
+def compare_with_frozen(texts: list[str], rounds: int) -> None:
+    """Old (frozen) code, today's code in one process, and today's code with workers="auto", on the same texts,
+    alternating so background load hits all three. Wall time and CPU-seconds (process + workers) per round."""
+    from benchmarks._embed_frozen import FrozenEncoder
+    from distill.evidence.embed import DEFAULT_BATCH_TOKENS, _PaddedBatches, _plan_batches, model_dir
+
+    frozen = FrozenEncoder(blas_threads=1)  # the old default, DEFAULT_BLAS_THREADS = 1
+    single = TextEncoder(model_dir(), workers=1)
+    pooled = TextEncoder(model_dir(), workers="auto")
+    runs: dict[str, tuple[TextEncoder, list[float], list[float]]] = {
+        "frozen (before)": (frozen, [], []), "today, 1 process": (single, [], []),
+        "today, workers=auto": (pooled, [], []),
+    }
+    for each, _, _ in runs.values():
+        each.encode(texts[:64])
+    outputs: dict[str, np.ndarray] = {}
+    ready: list[float] = []
     for _ in range(rounds):
-        wall, cpu = time.perf_counter(), time.process_time()
-        old = frozen.encode(texts)
-        old_s.append(time.perf_counter() - wall)
-        old_cpu.append(time.process_time() - cpu)
-        wall, cpu = time.perf_counter(), time.process_time()
-        new = encoder.encode(texts)
-        new_s.append(time.perf_counter() - wall)
-        new_cpu.append(time.process_time() - cpu)
-    deviation = float(np.max(1.0 - np.sum(old.astype(np.float64) * new.astype(np.float64), axis=1)))
+        for label, (each, walls, cpus) in runs.items():
+            wall, cpu = time.perf_counter(), _cpu_seconds()
+            outputs[label] = each.encode(texts)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(_cpu_seconds() - cpu)
+        if pooled.last_pool is not None:
+            ready += [r for r in pooled.last_pool.worker_ready_seconds if r is not None]
     median = statistics.median
     n = len(texts)
-    print(f"encode {n} titles, {encoder.blas_threads} BLAS thread(s), median of {rounds} alternating rounds:")
-    print(f"  frozen (before)      {n / median(old_s):9.1f} titles/s wall, {n / median(old_cpu):9.1f} per CPU-second")
-    print(f"  today                {n / median(new_s):9.1f} titles/s wall, {n / median(new_cpu):9.1f} per CPU-second")
-    for label, before, after in (("wall", old_s, new_s), ("CPU", old_cpu, new_cpu)):
-        ratios = [o / x for o, x in zip(before, after)]
-        print(f"  speed-up ({label:<4})     {median(ratios):9.2f} x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
-    print(f"  max cosine deviation            {deviation:9.2e}  (goal <= 1e-4)")
+    token_ids = single.tokenize(texts)
+    tokens = sum(_PaddedBatches(token_ids, _plan_batches(token_ids, 64, DEFAULT_BATCH_TOKENS)).cells)
+    print(f"encode {n} titles ({tokens} padded tokens), median of {rounds} alternating rounds; "
+          f"workers=auto -> {pooled.last_pool.batches_per_process if pooled.last_pool else 'in process'} "
+          f"batches per process (caller first); load avg {os.getloadavg()[0]:.1f} at the end")
+    print(f"  frozen = old code as it ran: one process, one BLAS thread; today: one BLAS thread per process, "
+          f"workers=auto = {len(os.sched_getaffinity(0))} processes on this machine")
+    for label, (_, walls, cpus) in runs.items():
+        print(f"  {label:<20} {n / median(walls):8.1f} titles/s wall, {n / median(cpus):8.1f} per CPU-second")
+    _, old_wall, old_cpu = runs["frozen (before)"]
+    for label in ("today, 1 process", "today, workers=auto"):
+        _, walls, cpus = runs[label]
+        for kind, before, after in (("wall", old_wall, walls), ("CPU", old_cpu, cpus)):
+            ratios = [o / x for o, x in zip(before, after)]
+            print(f"  {label} vs frozen ({kind:<4}) {median(ratios):6.2f} x  (rounds: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)})")
+    _, one_wall, one_cpu = runs["today, 1 process"]
+    ratios = [o / x for o, x in zip(one_wall, runs["today, workers=auto"][1])]
+    print(f"  workers=auto vs 1 process (wall)  {median(ratios):6.2f} x")
+    for label in ("today, 1 process", "today, workers=auto"):
+        deviation = float(np.max(1.0 - np.sum(
+            outputs["frozen (before)"].astype(np.float64) * outputs[label].astype(np.float64), axis=1)))
+        print(f"  max cosine deviation, {label} vs frozen  {deviation:9.2e}  (goal <= 1e-4)")
+    same = np.array_equal(outputs["today, 1 process"], outputs["today, workers=auto"])
+    print(f"  workers=auto output bitwise equal to 1 process: {same}")
+    if ready:
+        per_token = median(one_cpu) / tokens
+        print(f"  worker start to ready: median {median(ready):.2f} s (max {max(ready):.2f}) = "
+              f"{median(ready) / per_token:,.0f} padded tokens of in-process work "
+              f"(POOL_MIN_TOKENS = {POOL_MIN_TOKENS})")
 
 
 def main() -> None:
@@ -120,7 +158,7 @@ def main() -> None:
     encoder = default_encoder()
     print(f"encoder load                      {time.perf_counter() - started:7.2f} s")
     encoder.encode(texts[:64])  # warm-up (allocations, BLAS threads)
-    compare_with_frozen(encoder, texts, args.rounds)
+    compare_with_frozen(texts, args.rounds)
     if args.encoder_only:
         return
     started = time.perf_counter()

@@ -5,6 +5,7 @@ that meets them, with `raise ... from exc`; retry code tests the type, never a m
     ├── CatalogError              the catalog cannot be read or has too many bad rows
     │   └── TooManyRejected       (distill.ingest.catalog) carries the IngestReport with every row error
     ├── ConfigError               a setting is missing or inconsistent
+    ├── EncoderError              (distill.evidence.embed_pool) a text-encoder worker process failed or died
     ├── StoreError                a graph store failed to publish or read
     │   ├── VersionNotFound       the requested graph version does not exist
     │   └── PublisherBusy         another publisher holds the store's publish lease
@@ -35,6 +36,11 @@ class CatalogError(ShelfgraphError):
 
 class ConfigError(ShelfgraphError):
     pass
+
+
+class EncoderError(ShelfgraphError):
+    """A worker process of the text encoder crashed, was killed, or raised; the message names the encoder,
+    the worker's pid and exit code (or its traceback)."""
 
 
 class LLMError(ShelfgraphError):

@@ -8,14 +8,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from distill.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distill.evidence.embed_pool import PoolStats
 
 F32 = npt.NDArray[np.float32]
 
@@ -37,6 +41,16 @@ DEFAULT_BLAS_THREADS: Final = 1
 """BLAS threads while encoding. One by default: OpenBLAS threads busy-wait, and on a machine where other work
 (LLM calls, servers, other jobs) competes for the cores, two threads measured 8x SLOWER than one
 (benchmarks/bench_embed.py prints both). None leaves the library's own setting."""
+
+POOL_MIN_TOKENS: Final = 4096
+"""Padded tokens below which encode() stays in the calling process even when workers are allowed. A worker
+process is ready after about 0.6 s (interpreter, numpy, weights; benchmarks/bench_embed.py prints it), in
+which the caller alone encodes about 1,700 padded tokens (~2,800 tokens per CPU-second on short and on long
+titles alike, since both are GEMM-bound). Below ~2x that, the worker would start, take a batch or two and be
+shut down again; above it, the run is shorter by a growing share. Measured start cost against per-token cost,
+not tuned on a dataset."""
+
+Workers = int | Literal["auto"]
 
 
 _ERF_P, _ERF_A1, _ERF_A2, _ERF_A3, _ERF_A4, _ERF_A5 = (
@@ -170,8 +184,13 @@ class TextEncoder:
     published reference values it is checked against)."""
 
     def __init__(
-        self, model_dir: Path, *, max_tokens: int = DEFAULT_MAX_TOKENS, blas_threads: int | None = DEFAULT_BLAS_THREADS
+        self, model_dir: Path, *, max_tokens: int = DEFAULT_MAX_TOKENS, blas_threads: int | None = DEFAULT_BLAS_THREADS,
+        workers: Workers = "auto",
     ) -> None:
+        """`workers`: how many processes may encode one large encode() call, this one included (children
+        are started per call and shut down before it returns; distill.evidence.embed_pool). "auto" = the
+        cores this process may run on (os.sched_getaffinity) divided by `blas_threads`; 1 = always in this
+        process. Inputs under POOL_MIN_TOKENS padded tokens always stay in this process."""
         try:
             from safetensors.numpy import load_file
             from tokenizers import Tokenizer
@@ -190,7 +209,13 @@ class TextEncoder:
             raise ConfigError(f"max_tokens must be in 1..{config['max_position_embeddings']}, got {max_tokens}")
         if blas_threads is not None and blas_threads < 1:
             raise ConfigError(f"blas_threads must be >= 1 or None, got {blas_threads}")
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"workers must be >= 1 or 'auto', got {workers!r}")
         self.blas_threads = blas_threads
+        self.workers: Workers = workers
+        self.last_pool: PoolStats | None = None
+        """What the worker processes of the last encode() call did; None when it stayed in this process."""
+        self._model_dir = model_dir
         self._eps = float(config["layer_norm_eps"])
         self._max_tokens = max_tokens
         weights = load_file(str(weights_path))
@@ -249,7 +274,8 @@ class TextEncoder:
     ) -> F32:
         """(len(texts), 384) float32, each row L2-normalized. Texts are sorted by token length and cut into
         batches of at most `batch_size` texts and `batch_tokens` padded tokens, so padding (wasted compute)
-        stays small and the working set stays in cache; the output is in input order."""
+        stays small and the working set stays in cache; the output is in input order. A large input is shared
+        by up to `workers` processes; every batch is computed by the same code, so the vectors are the same."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_tokens < 1:
@@ -258,29 +284,78 @@ class TextEncoder:
             raise TypeError("encode() takes a sequence of texts, not one str")
         token_ids = self.tokenize(texts)
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        self.last_pool = None
         if not token_ids:
             return out
-        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        batches: list[list[int]] = []
-        start = 0
-        while start < len(order):
-            end = start + 1  # lengths ascend, so the last text of a batch is its longest
-            while (end < len(order) and end - start < batch_size
-                   and (end - start + 1) * len(token_ids[order[end]]) <= batch_tokens):
-                end += 1
-            batches.append(order[start:end])
-            start = end
-        with _blas_limit(self.blas_threads), _progress(progress, len(order), "embedding texts") as advance:
-            for batch in batches:
-                length = max(len(token_ids[i]) for i in batch)
-                ids = np.zeros((len(batch), length), dtype=np.int64)
-                mask = np.zeros((len(batch), length), dtype=np.float32)
-                for row, i in enumerate(batch):
-                    ids[row, : len(token_ids[i])] = token_ids[i]
-                    mask[row, : len(token_ids[i])] = 1.0
-                out[batch] = self._forward(ids, mask)
-                advance(len(batch))
+        batches = _plan_batches(token_ids, batch_size, batch_tokens)
+        padded = _PaddedBatches(token_ids, batches)
+        processes = self._processes_for(sum(padded.cells), len(batches))
+        with _blas_limit(self.blas_threads), _progress(progress, len(token_ids), "embedding texts") as advance:
+            if processes == 1:
+                for index, batch in enumerate(batches):
+                    out[batch] = self._forward(*padded[index])
+                    advance(len(batch))
+                return out
+            from distill.evidence import embed_pool
+
+            vectors, self.last_pool = embed_pool.encode_batches(
+                padded, processes, lambda batch: self._forward(*batch), model_dir=self._model_dir,
+                max_tokens=self._max_tokens, encoder_name=self.model_name,
+                advance=lambda index: advance(len(batches[index])),
+            )
+        for batch, rows in zip(batches, vectors, strict=True):
+            out[batch] = rows
         return out
+
+    def _processes_for(self, padded_tokens: int, n_batches: int) -> int:
+        if self.workers == "auto":
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            wanted = cores // self.blas_threads if self.blas_threads else 1
+        else:
+            wanted = self.workers
+        if padded_tokens < POOL_MIN_TOKENS:
+            return 1
+        return max(1, min(wanted, n_batches))
+
+
+def _plan_batches(token_ids: Sequence[Sequence[int]], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Text indices per batch, texts sorted by token length, each batch at most `batch_size` texts and
+    `batch_tokens` padded tokens (never fewer than one text); the costliest batches first, so that the
+    last batches handed out to worker processes are the short ones."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        end = start + 1  # lengths ascend, so the last text of a batch is its longest
+        while (end < len(order) and end - start < batch_size
+               and (end - start + 1) * len(token_ids[order[end]]) <= batch_tokens):
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    batches.sort(key=lambda b: -len(b) * len(token_ids[b[-1]]))  # stable: equal cost keeps length order
+    return batches
+
+
+class _PaddedBatches(Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]):
+    """(ids, mask) of each batch, padded to its longest text, built when asked for (a million texts'
+    padded arrays need not exist at once)."""
+
+    def __init__(self, token_ids: Sequence[Sequence[int]], batches: list[list[int]]) -> None:
+        self._token_ids, self._batches = token_ids, batches
+        self.cells = [len(b) * len(token_ids[b[-1]]) for b in batches]
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:  # type: ignore[override]
+        batch = self._batches[index]
+        length = len(self._token_ids[batch[-1]])
+        ids = np.zeros((len(batch), length), dtype=np.int64)
+        mask = np.zeros((len(batch), length), dtype=np.float32)
+        for row, i in enumerate(batch):
+            ids[row, : len(self._token_ids[i])] = self._token_ids[i]
+            mask[row, : len(self._token_ids[i])] = 1.0
+        return ids, mask
 
 
 @contextlib.contextmanager
