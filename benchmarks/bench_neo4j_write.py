@@ -60,10 +60,10 @@ class _TimedStore(Neo4jStore):
     db_seconds = 0.0
     _lock = threading.Lock()
 
-    def _write_batch(self, query: str, rows: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    def _write_batch(self, query: str, params: dict[str, Any], version: str) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            return super()._write_batch(query, rows, version)
+            return super()._write_batch(query, params, version)
         finally:
             with self._lock:  # batches run on several sessions
                 self.db_seconds += time.perf_counter() - start

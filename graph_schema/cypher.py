@@ -215,7 +215,7 @@ DELETE v
 # --- writes (batched, UNWIND over parameter rows) ------------------------------------------------------
 # A version is new data, so its nodes and relationships are CREATEd, never MERGEd (a crashed partial version is
 # removed, not resumed). Nodes come back with their element ids; relationships find their ends by element id
-# (a direct seek, no index probe). Null values in a CREATE map are simply not stored.
+# (a direct seek, no index probe; integer `id()` seeks measured no cheaper and are deprecated). Null values in a CREATE map are simply not stored.
 CREATE_PRODUCTS: Final[str] = """
 UNWIND $rows AS row
 CREATE (p:Product {key: row.key, version: $version, id: row.id, title: row.title, description: row.description,
@@ -226,15 +226,16 @@ RETURN count(p) AS written, collect([row.id, elementId(p)]) AS ids
 
 CREATE_RELATIONS: Final[dict[RelationKind, str]] = {
     kind: f"""
-UNWIND $rows AS row
-MATCH (s) WHERE elementId(s) = row.s
-MATCH (t) WHERE elementId(t) = row.t
-CREATE (s)-[r:{rel_type} {{score: row.score, reasons: row.reasons, evidence: row.evidence, p: row.p}}]->(t)
+UNWIND range(0, size($s) - 1) AS i
+MATCH (s) WHERE elementId(s) = $s[i]
+MATCH (t) WHERE elementId(t) = $t[i]
+CREATE (s)-[r:{rel_type} {{score: $score[i], reasons: $reasons[i], evidence: $evidence[i], p: $p[i]}}]->(t)
 RETURN count(r) AS written
 """
     for kind, rel_type in REL_TYPES.items()
 }
-"""Four properties per relationship: provenance (run, model, prompt version, stage) is one small integer `p`
+"""Parameters are columns: `$s`/`$t` the ends' element ids, `$score`, `$reasons`, `$evidence`, `$p` one entry
+per relationship (cheaper to pack and unpack than one map per row). Four properties per relationship: provenance (run, model, prompt version, stage) is one small integer `p`
 into the version's `provenance` table, since a version holds only a handful of distinct provenances."""
 
 # --- reads ------------------------------------------------------------------------------------------------

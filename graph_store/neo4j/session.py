@@ -42,7 +42,7 @@ def _node_key(version: str, product_id: str) -> str:
     return f"{version}{cypher.KEY_SEPARATOR}{product_id}"
 
 
-def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def _chunks(rows: list[_T], size: int) -> Iterator[list[_T]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -98,10 +98,10 @@ class Neo4jBase:
     def _read_rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         return self._read(lambda tx: [record.data() for record in tx.run(_q(query), params)])
 
-    def _write_batch(self, query: str, rows: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    def _write_batch(self, query: str, params: dict[str, Any], version: str) -> dict[str, Any]:
         """One batch, one transaction (retried by the driver on transient errors); its one result row, with
-        `written`. Tests override this."""
-        result = self._write(query, rows=rows, version=version)
+        `written`. `params`: `rows` (one map per row) or one list per column. Tests override this."""
+        result = self._write(query, version=version, **params)
         return result[0] if result else {"written": 0}
 
     def ensure_schema(self) -> None:

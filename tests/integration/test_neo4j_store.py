@@ -204,11 +204,11 @@ class _CrashingStore(Neo4jStore):
         super().__init__(driver, **kwargs)
         self.survive = survive
 
-    def _write_batch(self, query: str, rows: list[dict[str, Any]], version: str) -> int:
+    def _write_batch(self, query: str, params: dict[str, Any], version: str) -> int:
         if self.survive == 0:
             raise StoreError("simulated crash")
         self.survive -= 1
-        return super()._write_batch(query, rows, version)
+        return super()._write_batch(query, params, version)
 
 
 @pytest.mark.parametrize("survive", [1, 6])  # 1: inside the node batches; 6: inside the relation batches
