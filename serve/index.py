@@ -35,7 +35,8 @@ from serve.build import (
     parse_json_object,
 )
 from serve.mapped import IdTable, map_index, packed_in_memory, write_index
-from serve.rows import CsrRows, ScoreTables, round_scores
+from serve.native import NodeReader, RowReader, node_reader, rows_reader
+from serve.rows import ScoreTables, round_scores
 
 Source = Literal["direct", "via_substitutes", "via_category", "none"]
 """Where complements came from: the product's own edges, the complements of its substitutes, or what
@@ -153,10 +154,12 @@ class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
     __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
-                 "_comp", "_subs", "_cat_comp", "_tables_bytes", "_cats", "__weakref__")
+                 "_comp", "_subs", "_tables_bytes", "_cats", "_fast", "_find", "_take_ids", "_take_titles",
+                 "__weakref__")
 
-    def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int) -> None:
-        """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`."""
+    def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int, *, native: bool = True) -> None:
+        """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`.
+        `native`: read through the C extension when it is built (`serve.native`); False = pure Python."""
         self._a = arrays
         self._rows = rows
         self._shared = shared_bytes
@@ -168,8 +171,14 @@ class GraphIndex:
         table = arrays.complements.score_table
         tables = ScoreTables(table) if table is not None else None
         self._tables_bytes = tables.nbytes if tables is not None else 0
-        self._comp, self._subs = CsrRows(arrays.complements, tables), CsrRows(arrays.substitutes, tables)
-        self._cat_comp = CsrRows(arrays.category_complements, tables)
+        n = len(arrays.nodes.ids)
+        self._comp: RowReader = rows_reader(arrays.complements, tables, n, native)
+        self._subs: RowReader = rows_reader(arrays.substitutes, tables, n, native)
+        self._fast: NodeReader | None = node_reader(arrays, rows, Neighbour) if native else None
+        fast, ids = self._fast, arrays.nodes.ids
+        self._find = fast.row if fast is not None else rows.get
+        self._take_ids = fast.take_ids if fast is not None else ids.take  # type: ignore[attr-defined]
+        self._take_titles = fast.take_titles if fast is not None else arrays.nodes.titles.take  # type: ignore[attr-defined]
         by_name: dict[str, list[int]] = {}
         for cat_id, path in enumerate(arrays.nodes.categories):
             for name in set(path):
@@ -181,14 +190,14 @@ class GraphIndex:
 
     # --- construction ----------------------------------------------------------------------------------
     @classmethod
-    def from_published(cls, graph: PublishedGraph) -> GraphIndex:
+    def from_published(cls, graph: PublishedGraph, *, native: bool = True) -> GraphIndex:
         """Built and packed in this process's memory (no files)."""
-        return cls(*packed_in_memory(build_arrays(*columns_from_published(graph))))
+        return cls(*packed_in_memory(build_arrays(*columns_from_published(graph))), native=native)
 
     @classmethod
-    def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> GraphIndex:
+    def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns, *, native: bool = True) -> GraphIndex:
         """The same vectorized path as `from_published`, for callers that already hold arrays."""
-        return cls(*packed_in_memory(build_arrays(meta, nodes, edges)))
+        return cls(*packed_in_memory(build_arrays(meta, nodes, edges)), native=native)
 
     @staticmethod
     def write(graph: PublishedGraph, folder: Path, *, score_levels: int = SCORE_LEVELS) -> Path:
@@ -200,11 +209,16 @@ class GraphIndex:
         return write_index(build_arrays(meta, nodes, edges), folder)
 
     @classmethod
-    def open(cls, folder: Path) -> GraphIndex:
+    def open(cls, folder: Path, *, native: bool = True) -> GraphIndex:
         """Map an index folder read-only: every process that opens it shares one copy in the page cache."""
-        return cls(*map_index(folder))
+        return cls(*map_index(folder), native=native)
 
     # --- facts -----------------------------------------------------------------------------------------
+    @property
+    def native(self) -> bool:
+        """True when lookups read through the C extension (`serve.native`), False in pure Python."""
+        return self._fast is not None
+
     @property
     def meta(self) -> IndexMeta:
         return self._a.meta
@@ -231,7 +245,7 @@ class GraphIndex:
         return {"complement": len(self._a.complements.dst), "substitute": len(self._a.substitutes.dst)}
 
     def __contains__(self, product_id: object) -> bool:
-        return isinstance(product_id, str) and self._rows.get(product_id) >= 0
+        return isinstance(product_id, str) and self._find(product_id) >= 0
 
     def memory_bytes(self) -> int:
         """The packed arrays (mapped: one copy however many workers) plus this process's Python objects
@@ -250,7 +264,7 @@ class GraphIndex:
 
     # --- lookups ---------------------------------------------------------------------------------------
     def _row(self, product_id: str) -> int:
-        row = self._rows.get(product_id)
+        row: int = self._find(product_id)
         if row < 0:
             raise UnknownProduct(product_id)
         return row
@@ -336,7 +350,7 @@ class GraphIndex:
         left to fill k; `min_score` applies to the summed score."""
         filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
-        get_row = self._rows.get
+        get_row = self._find
         found = [(pid, get_row(pid)) for pid in cart]
         known = [pid for pid, row in found if row >= 0]
         unknown = tuple(pid for pid, row in found if row < 0)
@@ -371,7 +385,7 @@ class GraphIndex:
         categories, cat_of, price_of = nodes.categories, self._cat_of, self._price_of
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
         items = []
-        for t, pid, title in zip(chosen, ids.take(chosen), nodes.titles.take(chosen)):  # type: ignore[attr-defined]
+        for t, pid, title in zip(chosen, self._take_ids(chosen), self._take_titles(chosen)):
             h = hits[t]
             if len(h) > 1:
                 h.sort(key=_by_score_then_item)
@@ -466,7 +480,7 @@ class GraphIndex:
                     mask &= price >= f.price_min
                 if f.price_max is not None:
                     mask &= price <= f.price_max
-        rows = banned | {r for r in map(self._rows.get, f.exclude) if r >= 0}
+        rows = banned | {r for r in map(self._find, f.exclude) if r >= 0}
         if len(rows) <= 8:  # a few comparisons beat np.isin's sort on short candidate lists
             for banned_row in rows:
                 mask &= dst != banned_row
@@ -498,8 +512,10 @@ class GraphIndex:
         rows = dst.tolist()
         return self._neighbours(rows, round_scores(score), reason.tolist(), via.tolist() if via is not None else None)
 
-    def _head(self, csr: CsrRows, lo: int, hi: int) -> tuple[Neighbour, ...]:
+    def _head(self, csr: RowReader, lo: int, hi: int) -> tuple[Neighbour, ...]:
         """Edges lo..hi of a CSR as they are stored (already ranked)."""
+        if self._fast is not None:
+            return self._fast.head(csr, lo, hi)  # type: ignore[arg-type, return-value]  # a C Rows, C records
         return self._neighbours(csr.dst(lo, hi), csr.rounded_scores(lo, hi), csr.reasons(lo, hi), csr.via(lo, hi))
 
     def _neighbours(
@@ -507,7 +523,10 @@ class GraphIndex:
     ) -> tuple[Neighbour, ...]:
         """Decode only the rows returned: ids, titles, categories, prices and reasons of these few. Field by
         field in list comprehensions, then the tuples in C (`map` of tuple.__new__ over `zip`): NamedTuple's
-        own __new__ is a Python function, and a generator frame per row costs as much as the fields."""
+        own __new__ is a Python function, and a generator frame per row costs as much as the fields.
+        The C reader does the same in one call (`serve.native`)."""
+        if self._fast is not None:
+            return self._fast.neighbours(rows, scores, reason_ids, vias)  # type: ignore[return-value]
         nodes, reasons, cats = self._a.nodes, self._a.reasons, self._cats
         ids, cat_of, price_of = nodes.ids, self._cat_of, self._price_of
         n = len(rows)
