@@ -4,14 +4,12 @@
  * copies no array: it holds read-only buffer views. Every index read from a buffer is checked against the
  * buffer it indexes, so a corrupt file raises CorruptIndex (a ValueError) instead of reading out of bounds.
  * Optional: when it is not built, serve.native falls back to serve.rows / serve.mapped (same answers).
+ * This file: the column views, the CSR reader (Rows), the cart sums and the module; _fastnodes.c: Nodes.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_fastindex.h"
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
 
-static PyObject *CorruptIndex;
+PyObject *CorruptIndex;
 static uint32_t crc_table[256];
 
 static void crc_init(void) {
@@ -23,25 +21,19 @@ static void crc_init(void) {
 }
 
 /* zlib.crc32 (the reflected IEEE polynomial): every worker must find the same slot as the writer. */
-static uint32_t crc32_of(const unsigned char *s, Py_ssize_t n) {
+uint32_t crc32_of(const unsigned char *s, Py_ssize_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (Py_ssize_t i = 0; i < n; i++) c = crc_table[(c ^ s[i]) & 0xFF] ^ (c >> 8);
     return c ^ 0xFFFFFFFFu;
 }
 
-static PyObject *corrupt(const char *what, long long value) {
+PyObject *corrupt(const char *what, long long value) {
     PyErr_Format(CorruptIndex, "corrupt index: %s (%lld)", what, value);
     return NULL;
 }
 
-/* --- columns: a read-only 1-D buffer and its element kind ---------------------------------------------- */
-typedef struct {
-    Py_buffer view;
-    char kind; /* 'i' int32, 'q' int64, 'H' uint16, 'B' uint8, 'f' float32, 'd' float64 */
-    Py_ssize_t n;
-} Col;
 
-static int col_open(Col *c, PyObject *obj, const char *kinds, const char *name) {
+int col_open(Col *c, PyObject *obj, const char *kinds, const char *name) {
     if (PyObject_GetBuffer(obj, &c->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
     const char *f = c->view.format ? c->view.format : "B";
     Py_ssize_t size = c->view.itemsize;
@@ -67,41 +59,12 @@ static int col_open(Col *c, PyObject *obj, const char *kinds, const char *name) 
     return 0;
 }
 
-static void col_close(Col *c) {
+void col_close(Col *c) {
     if (c->view.obj) PyBuffer_Release(&c->view);
     c->view.obj = NULL;
 }
 
-static inline int64_t col_int(const Col *c, Py_ssize_t i) {
-    const char *p = (const char *)c->view.buf + i * c->view.itemsize;
-    int32_t i32; int64_t i64; uint16_t u16;
-    switch (c->kind) {
-    case 'i': memcpy(&i32, p, 4); return i32;
-    case 'q': memcpy(&i64, p, 8); return i64;
-    case 'H': memcpy(&u16, p, 2); return u16;
-    default: return *(const uint8_t *)p;
-    }
-}
 
-static inline double col_float(const Col *c, Py_ssize_t i) {
-    const char *p = (const char *)c->view.buf + i * c->view.itemsize;
-    float f32; double f64;
-    if (c->kind == 'f') { memcpy(&f32, p, 4); return f32; }
-    memcpy(&f64, p, 8);
-    return f64;
-}
-
-static inline void col_prefetch(const Col *c, Py_ssize_t i) {
-    __builtin_prefetch((const char *)c->view.buf + i * c->view.itemsize);
-}
-
-/* --- Rows: one relation kind's CSR (what serve.rows.CsrRows reads) ---------------------------------------- */
-typedef struct {
-    PyObject_HEAD
-    Col indptr, dst, score, reason, via, raw, rounded;
-    int has_via, coded;
-    Py_ssize_t n_rows, n_targets;
-} Rows;
 
 static void Rows_dealloc(Rows *self) {
     Col *cols[] = {&self->indptr, &self->dst, &self->score, &self->reason, &self->via, &self->raw, &self->rounded};
@@ -155,7 +118,7 @@ static int rows_bounds(Rows *self, Py_ssize_t row, Py_ssize_t *lo, Py_ssize_t *h
     return 0;
 }
 
-static int check_span(Rows *self, Py_ssize_t lo, Py_ssize_t hi) {
+int check_span(Rows *self, Py_ssize_t lo, Py_ssize_t hi) {
     if (lo < 0 || hi < lo || hi > self->dst.n) {
         PyErr_Format(PyExc_IndexError, "edges %zd..%zd out of range", lo, hi);
         return -1;
@@ -164,35 +127,17 @@ static int check_span(Rows *self, Py_ssize_t lo, Py_ssize_t hi) {
 }
 
 /* lo and hi from two int arguments, checked against the edge columns; -1 on error */
-static int span_args(Rows *self, PyObject *a, PyObject *b, Py_ssize_t *lo, Py_ssize_t *hi) {
+int span_args(Rows *self, PyObject *a, PyObject *b, Py_ssize_t *lo, Py_ssize_t *hi) {
     if ((*lo = PyNumber_AsSsize_t(a, PyExc_OverflowError)) == -1 && PyErr_Occurred()) return -1;
     if ((*hi = PyNumber_AsSsize_t(b, PyExc_OverflowError)) == -1 && PyErr_Occurred()) return -1;
     return check_span(self, *lo, *hi);
 }
 
-static inline int64_t rows_target(Rows *self, Py_ssize_t i) {
-    int64_t t = col_int(&self->dst, i);
-    if (t < 0 || t >= self->n_targets) {
-        corrupt("target row", t);
-        return -1;
-    }
-    return t;
-}
 
-/* -2 on error; -1 when the edge is direct */
-static inline int64_t rows_via(Rows *self, Py_ssize_t i) {
-    if (!self->has_via) return -1;
-    int64_t v = col_int(&self->via, i);
-    if (v < -1 || v >= self->n_targets) {
-        corrupt("via row", v);
-        return -2;
-    }
-    return v;
-}
 
 /* The score of edge i as a new float: the stored float32 value, or (rounded) float64 rounded to 6 digits
  * exactly as np.round(x, 6) does it (rint(x * 1e6) / 1e6). */
-static PyObject *rows_score(Rows *self, Py_ssize_t i, int rounded) {
+PyObject *rows_score(Rows *self, Py_ssize_t i, int rounded) {
     if (!self->coded) {
         double x = col_float(&self->score, i);
         return PyFloat_FromDouble(rounded ? rint(x * 1e6) / 1e6 : x);
@@ -214,6 +159,33 @@ static PyObject *Rows_degree(Rows *self, PyObject *arg) {
     if (row == -1 && PyErr_Occurred()) return NULL;
     if (rows_bounds(self, row, &lo, &hi) < 0) return NULL;
     return PyLong_FromSsize_t(hi - lo);
+}
+
+/* targets(rows) -> the set of the target rows of these rows (e.g. every substitute of a cart) */
+static PyObject *Rows_targets(Rows *self, PyObject *rows) {
+    if (!PyList_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "targets(rows: list)");
+        return NULL;
+    }
+    PyObject *out = PySet_New(NULL);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(rows); k++) {
+        Py_ssize_t row = PyNumber_AsSsize_t(PyList_GET_ITEM(rows, k), PyExc_OverflowError), lo, hi;
+        if ((row == -1 && PyErr_Occurred()) || rows_bounds(self, row, &lo, &hi) < 0) goto fail;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            int64_t t = rows_target(self, i);
+            PyObject *x = t < 0 ? NULL : PyLong_FromLongLong(t);
+            if (!x || PySet_Add(out, x) < 0) {
+                Py_XDECREF(x);
+                goto fail;
+            }
+            Py_DECREF(x);
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }
 
 enum { L_DST, L_REASON, L_VIA, L_RAW, L_ROUNDED };
@@ -258,6 +230,7 @@ ROWS_LIST(rounded_scores, L_ROUNDED)
 static PyMethodDef Rows_methods[] = {
     {"bounds", (PyCFunction)Rows_bounds, METH_O, "(lo, hi) of a row's edges"},
     {"degree", (PyCFunction)Rows_degree, METH_O, "number of edges of a row"},
+    {"targets", (PyCFunction)Rows_targets, METH_O, "set of the target rows of a list of rows"},
     {"dst", (PyCFunction)(void (*)(void))Rows_dst, METH_FASTCALL, "target rows of edges lo..hi"},
     {"reasons", (PyCFunction)(void (*)(void))Rows_reasons, METH_FASTCALL, "reason ids of edges lo..hi"},
     {"via", (PyCFunction)(void (*)(void))Rows_via, METH_FASTCALL, "lender rows of edges lo..hi, or None"},
@@ -266,7 +239,7 @@ static PyMethodDef Rows_methods[] = {
     {NULL},
 };
 
-static PyTypeObject RowsType = {
+PyTypeObject RowsType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "serve._fastindex.Rows",
     .tp_doc = "Rows(indptr, dst, score, reason, via, raw, rounded, n_targets): one CSR, read row by row",
     .tp_basicsize = sizeof(Rows),
@@ -277,282 +250,100 @@ static PyTypeObject RowsType = {
     .tp_methods = Rows_methods,
 };
 
-/* --- Nodes: id -> row and the per-product columns a Neighbour shows --------------------------------------- */
-typedef struct {
-    PyObject_HEAD
-    Col table, ids_blob, ids_ends, titles_blob, titles_ends, cat_of, price;
-    PyObject *cats, *reasons, *empty;
-    PyTypeObject *record;
-    Py_ssize_t n;
-} Nodes;
-
-static void Nodes_dealloc(Nodes *self) {
-    Col *cols[] = {&self->table, &self->ids_blob, &self->ids_ends, &self->titles_blob, &self->titles_ends,
-                   &self->cat_of, &self->price};
-    for (size_t i = 0; i < sizeof cols / sizeof *cols; i++) col_close(cols[i]);
-    Py_CLEAR(self->cats);
-    Py_CLEAR(self->reasons);
-    Py_CLEAR(self->empty);
-    Py_CLEAR(self->record);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int Nodes_init(Nodes *self, PyObject *args, PyObject *kw) {
-    PyObject *table, *ids_blob, *ids_ends, *titles_blob, *titles_ends, *cat_of, *price, *cats, *reasons, *record;
-    static char *names[] = {"table", "ids_blob", "ids_ends", "titles_blob", "titles_ends", "cat_of", "price",
-                            "categories", "reasons", "record", NULL};
-    if (self->record) {
-        PyErr_SetString(PyExc_TypeError, "Nodes is immutable");
-        return -1;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO!O!O!", names, &table, &ids_blob, &ids_ends, &titles_blob,
-                                     &titles_ends, &cat_of, &price, &PyTuple_Type, &cats, &PyTuple_Type, &reasons,
-                                     &PyType_Type, &record))
-        return -1;
-    if (!PyType_IsSubtype((PyTypeObject *)record, &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "record: a tuple subclass (a NamedTuple) expected");
-        return -1;
-    }
-    self->cats = Py_NewRef(cats);
-    self->reasons = Py_NewRef(reasons);
-    self->record = (PyTypeObject *)Py_NewRef(record);
-    if (!(self->empty = PyTuple_New(0))) return -1;
-    if (col_open(&self->table, table, "i", "table") < 0 || col_open(&self->ids_blob, ids_blob, "B", "ids_blob") < 0 ||
-        col_open(&self->ids_ends, ids_ends, "iq", "ids_ends") < 0 ||
-        col_open(&self->titles_blob, titles_blob, "B", "titles_blob") < 0 ||
-        col_open(&self->titles_ends, titles_ends, "iq", "titles_ends") < 0 ||
-        col_open(&self->cat_of, cat_of, "i", "cat_of") < 0 || col_open(&self->price, price, "d", "price") < 0)
-        return -1;
-    Py_ssize_t n = self->ids_ends.n - 1, size = self->table.n;
-    if (n < 0 || self->titles_ends.n != n + 1 || self->cat_of.n != n || self->price.n != n) {
-        PyErr_SetString(PyExc_ValueError, "Nodes: column lengths disagree");
-        return -1;
-    }
-    if (size < 1 || (size & (size - 1))) {
-        PyErr_SetString(PyExc_ValueError, "Nodes: the id table's size must be a power of two");
-        return -1;
-    }
-    self->n = n;
+/* --- sums and gathers over candidate lists [(source, targets, scores, reason ids, lenders | None), ...] ---
+ * Arithmetic only, in list order, exactly as the Python loops it replaces: serve.index decides what goes
+ * in (which lists, which rows are banned) and everything about the order. */
+static int candidate_list(PyObject *lists, Py_ssize_t i, PyObject **dst, PyObject **score, PyObject **reason,
+                          PyObject **via) {
+    PyObject *item = PyList_GET_ITEM(lists, i);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5) goto bad;
+    *dst = PyTuple_GET_ITEM(item, 1), *score = PyTuple_GET_ITEM(item, 2);
+    *reason = PyTuple_GET_ITEM(item, 3), *via = PyTuple_GET_ITEM(item, 4);
+    Py_ssize_t n = PyList_Check(*dst) ? PyList_GET_SIZE(*dst) : -1;
+    if (n < 0 || !PyList_Check(*score) || PyList_GET_SIZE(*score) != n || !PyList_Check(*reason) ||
+        PyList_GET_SIZE(*reason) != n || (*via != Py_None && (!PyList_Check(*via) || PyList_GET_SIZE(*via) != n)))
+        goto bad;
     return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "candidate lists: (source, targets, scores, reasons, lenders | None) of equal lengths");
+    return -1;
 }
 
-static PyObject *string_at(const Col *blob, const Col *ends, int64_t r) {
-    int64_t a = col_int(ends, r), b = col_int(ends, r + 1);
-    if (a < 0 || b < a || b > blob->n) return corrupt("string offsets of row", r);
-    return PyUnicode_DecodeUTF8((const char *)blob->view.buf + a, (Py_ssize_t)(b - a), NULL);
-}
-
-/* row of `key`, -1 when absent, -2 on error */
-static Py_ssize_t nodes_find(Nodes *self, PyObject *key) {
-    if (!PyUnicode_Check(key)) {
-        PyErr_Format(PyExc_TypeError, "product id must be str, not %.100s", Py_TYPE(key)->tp_name);
-        return -2;
-    }
-    Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(key, &len);
-    if (!s) return -2;
-    const char *blob = self->ids_blob.view.buf;
-    Py_ssize_t mask = self->table.n - 1, slot = (Py_ssize_t)(crc32_of((const unsigned char *)s, len) & mask);
-    for (Py_ssize_t probe = 0; probe <= mask; probe++, slot = (slot + 1) & mask) {
-        int64_t row = col_int(&self->table, slot);
-        if (row < 0) return -1;
-        if (row >= self->n) return corrupt("id table row", row), -2;
-        int64_t a = col_int(&self->ids_ends, row), b = col_int(&self->ids_ends, row + 1);
-        if (a < 0 || b < a || b > self->ids_blob.n) return corrupt("string offsets of row", row), -2;
-        if (b - a == len && memcmp(blob + a, s, (size_t)len) == 0) return (Py_ssize_t)row;
-    }
-    return corrupt("id table without an empty slot", mask + 1), -2;
-}
-
-static PyObject *Nodes_row(Nodes *self, PyObject *key) {
-    Py_ssize_t row = nodes_find(self, key);
-    return row == -2 ? NULL : PyLong_FromSsize_t(row);
-}
-
-/* A record (Neighbour) of target t. Steals `score`. v < 0: direct (via None). */
-static PyObject *make_neighbour(Nodes *self, int64_t t, PyObject *score, int64_t r, int64_t v) {
-    if (!score) return NULL;
-    if (t < 0 || t >= self->n || v >= self->n) {
-        Py_DECREF(score);
-        return corrupt("product row", t < 0 || t >= self->n ? t : v);
-    }
-    int64_t c = col_int(&self->cat_of, t);
-    if (c < -1 || c >= PyTuple_GET_SIZE(self->cats) || r < 0 || r >= PyTuple_GET_SIZE(self->reasons)) {
-        Py_DECREF(score);
-        return corrupt(c < -1 || c >= PyTuple_GET_SIZE(self->cats) ? "category id" : "reason id",
-                       c < -1 || c >= PyTuple_GET_SIZE(self->cats) ? c : r);
-    }
-    /* what tuple.__new__(Neighbour, fields) does (tuple_subtype_new), without the argument tuple */
-    PyObject *item = self->record->tp_alloc(self->record, 7), *x;
-    if (!item) {
-        Py_DECREF(score);
+/* sum_by_target(lists, banned) -> {target: 0.0 + score + score ...} over targets not in `banned` */
+static PyObject *py_sum_by_target(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyAnySet_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "sum_by_target(lists: list, banned: set)");
         return NULL;
     }
-    PyTuple_SET_ITEM(item, 4, score);
-    if (!(x = string_at(&self->ids_blob, &self->ids_ends, t))) goto fail;
-    PyTuple_SET_ITEM(item, 0, x);
-    if (!(x = string_at(&self->titles_blob, &self->titles_ends, t))) goto fail;
-    PyTuple_SET_ITEM(item, 1, x);
-    PyTuple_SET_ITEM(item, 2, Py_NewRef(c < 0 ? self->empty : PyTuple_GET_ITEM(self->cats, c)));
-    double p = col_float(&self->price, t);
-    if (!(x = p != p ? Py_NewRef(Py_None) : PyFloat_FromDouble(p))) goto fail; /* NaN = no price */
-    PyTuple_SET_ITEM(item, 3, x);
-    PyTuple_SET_ITEM(item, 5, Py_NewRef(PyTuple_GET_ITEM(self->reasons, r)));
-    if (!(x = v < 0 ? Py_NewRef(Py_None) : string_at(&self->ids_blob, &self->ids_ends, v))) goto fail;
-    PyTuple_SET_ITEM(item, 6, x);
-#if PY_VERSION_HEX >= 0x030E0000
-    /* 3.14 caches tuple hashes in a field tp_alloc zeroes: build through tuple.__new__ there */
-    PyObject *plain = PySequence_Tuple(item), *args;
-    Py_DECREF(item);
-    if (!plain || !(args = PyTuple_Pack(1, plain))) {
-        Py_XDECREF(plain);
-        return NULL;
+    PyObject *totals = PyDict_New(), *dst, *score, *reason, *via;
+    if (!totals) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        if (candidate_list(args[0], i, &dst, &score, &reason, &via) < 0) goto fail;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(dst); j++) {
+            PyObject *t = PyList_GET_ITEM(dst, j), *old, *sum;
+            int skip = PySet_Contains(args[1], t);
+            if (skip < 0) goto fail;
+            if (skip) continue;
+            double x = PyFloat_AsDouble(PyList_GET_ITEM(score, j));
+            if (x == -1.0 && PyErr_Occurred()) goto fail;
+            if (!(old = PyDict_GetItemWithError(totals, t)) && PyErr_Occurred()) goto fail;
+            sum = PyFloat_FromDouble((old ? PyFloat_AS_DOUBLE(old) : 0.0) + x);
+            if (!sum || PyDict_SetItem(totals, t, sum) < 0) {
+                Py_XDECREF(sum);
+                goto fail;
+            }
+            Py_DECREF(sum);
+        }
     }
-    Py_DECREF(plain);
-    item = PyTuple_Type.tp_new(self->record, args, NULL);
-    Py_DECREF(args);
-#endif
-    return item;
+    return totals;
 fail:
-    Py_DECREF(item);
+    Py_DECREF(totals);
     return NULL;
 }
 
-#define CHUNK 32
-
-/* head(rows, lo, hi): the Neighbours of edges lo..hi of `rows`, as stored (already ranked). The rows are
- * touched first with prefetches, so the cache misses of ten random products overlap instead of queueing. */
-static PyObject *Nodes_head(Nodes *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], &RowsType)) {
-        PyErr_SetString(PyExc_TypeError, "head(rows: Rows, lo: int, hi: int)");
+/* gather(lists, chosen) -> {target: [(score, list index, reason id, lender or -1), ...]} for the chosen
+ * targets, in list order then position order */
+static PyObject *py_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "gather(lists: list, chosen: list)");
         return NULL;
     }
-    Rows *rows = (Rows *)args[0];
-    Py_ssize_t lo, hi;
-    if (span_args(rows, args[1], args[2], &lo, &hi) < 0) return NULL;
-    PyObject *out = PyTuple_New(hi - lo);
-    if (!out) return NULL;
-    int64_t t[CHUNK];
-    for (Py_ssize_t base = lo; base < hi; base += CHUNK) {
-        Py_ssize_t m = hi - base < CHUNK ? hi - base : CHUNK;
-        for (Py_ssize_t j = 0; j < m; j++) {
-            t[j] = col_int(&rows->dst, base + j);
-            if (t[j] < 0 || t[j] >= self->n) {
-                Py_DECREF(out);
-                return corrupt("target row", t[j]);
+    PyObject *hits = PyDict_New(), *dst, *score, *reason, *via, *minus_one = NULL;
+    if (!hits || !(minus_one = PyLong_FromLong(-1))) goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); i++) {
+        PyObject *empty = PyList_New(0);
+        if (!empty || PyDict_SetItem(hits, PyList_GET_ITEM(args[1], i), empty) < 0) {
+            Py_XDECREF(empty);
+            goto fail;
+        }
+        Py_DECREF(empty);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        if (candidate_list(args[0], i, &dst, &score, &reason, &via) < 0) goto fail;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(dst); j++) {
+            PyObject *h = PyDict_GetItemWithError(hits, PyList_GET_ITEM(dst, j)), *index, *hit;
+            if (!h) {
+                if (PyErr_Occurred()) goto fail;
+                continue;
             }
-            col_prefetch(&self->ids_ends, t[j]);
-            col_prefetch(&self->titles_ends, t[j]);
-            col_prefetch(&self->cat_of, t[j]);
-            col_prefetch(&self->price, t[j]);
-        }
-        for (Py_ssize_t j = 0; j < m; j++) {
-            int64_t a = col_int(&self->ids_ends, t[j]), b = col_int(&self->titles_ends, t[j]);
-            if (a >= 0 && a < self->ids_blob.n) col_prefetch(&self->ids_blob, a);
-            if (b >= 0 && b < self->titles_blob.n) col_prefetch(&self->titles_blob, b);
-        }
-        for (Py_ssize_t j = 0; j < m; j++) {
-            Py_ssize_t i = base + j;
-            int64_t v = rows_via(rows, i);
-            PyObject *item = v < -1 ? NULL
-                : make_neighbour(self, t[j], rows_score(rows, i, 1), col_int(&rows->reason, i), v);
-            if (!item) {
-                Py_DECREF(out);
-                return NULL;
+            if (!(index = PyLong_FromSsize_t(i))) goto fail;
+            hit = PyTuple_Pack(4, PyList_GET_ITEM(score, j), index, PyList_GET_ITEM(reason, j),
+                               via == Py_None ? minus_one : PyList_GET_ITEM(via, j));
+            Py_DECREF(index);
+            if (!hit || PyList_Append(h, hit) < 0) {
+                Py_XDECREF(hit);
+                goto fail;
             }
-            PyTuple_SET_ITEM(out, i - lo, item);
+            Py_DECREF(hit);
         }
     }
-    return out;
+    Py_DECREF(minus_one);
+    return hits;
+fail:
+    Py_XDECREF(minus_one);
+    Py_XDECREF(hits);
+    return NULL;
 }
-
-static int64_t as_int64(PyObject *x) {
-    long long v = PyLong_AsLongLong(x);
-    return v == -1 && PyErr_Occurred() ? INT64_MIN : v;
-}
-
-/* neighbours(rows, scores, reason_ids, vias or None): Neighbours of rows chosen in Python (fallbacks,
- * filters), scores already rounded. Lists of equal length. */
-static PyObject *Nodes_neighbours(Nodes *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2]) ||
-        (args[3] != Py_None && !PyList_Check(args[3]))) {
-        PyErr_SetString(PyExc_TypeError, "neighbours(rows: list, scores: list, reason_ids: list, vias: list | None)");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(args[0]);
-    if (PyList_GET_SIZE(args[1]) != n || PyList_GET_SIZE(args[2]) != n ||
-        (args[3] != Py_None && PyList_GET_SIZE(args[3]) != n)) {
-        PyErr_SetString(PyExc_ValueError, "neighbours: lists of different lengths");
-        return NULL;
-    }
-    PyObject *out = PyTuple_New(n);
-    if (!out) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t t = as_int64(PyList_GET_ITEM(args[0], i)), r = as_int64(PyList_GET_ITEM(args[2], i));
-        int64_t v = args[3] == Py_None ? -1 : as_int64(PyList_GET_ITEM(args[3], i));
-        PyObject *item = NULL;
-        if (!PyErr_Occurred()) {
-            if (t < 0 || v < -1) corrupt("row", t < 0 ? t : v);
-            else item = make_neighbour(self, t, Py_NewRef(PyList_GET_ITEM(args[1], i)), r, v);
-        }
-        if (!item) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(out, i, item);
-    }
-    return out;
-}
-
-static PyObject *take(Nodes *self, PyObject *rows, const Col *blob, const Col *ends) {
-    if (!PyList_Check(rows)) {
-        PyErr_SetString(PyExc_TypeError, "a list of rows expected");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(rows);
-    PyObject *out = PyList_New(n);
-    if (!out) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t r = as_int64(PyList_GET_ITEM(rows, i));
-        PyObject *x = NULL;
-        if (!PyErr_Occurred()) x = r < 0 || r >= self->n ? corrupt("product row", r) : string_at(blob, ends, r);
-        if (!x) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, x);
-    }
-    return out;
-}
-
-static PyObject *Nodes_take_ids(Nodes *self, PyObject *rows) {
-    return take(self, rows, &self->ids_blob, &self->ids_ends);
-}
-
-static PyObject *Nodes_take_titles(Nodes *self, PyObject *rows) {
-    return take(self, rows, &self->titles_blob, &self->titles_ends);
-}
-
-static PyMethodDef Nodes_methods[] = {
-    {"row", (PyCFunction)Nodes_row, METH_O, "row of a product id, -1 when absent"},
-    {"head", (PyCFunction)(void (*)(void))Nodes_head, METH_FASTCALL, "head(rows, lo, hi) -> tuple of records"},
-    {"neighbours", (PyCFunction)(void (*)(void))Nodes_neighbours, METH_FASTCALL,
-     "neighbours(rows, scores, reason_ids, vias) -> tuple of records"},
-    {"take_ids", (PyCFunction)Nodes_take_ids, METH_O, "ids of a list of rows"},
-    {"take_titles", (PyCFunction)Nodes_take_titles, METH_O, "titles of a list of rows"},
-    {NULL},
-};
-
-static PyTypeObject NodesType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "serve._fastindex.Nodes",
-    .tp_doc = "Nodes(table, ids_blob, ids_ends, titles_blob, titles_ends, cat_of, price, categories, reasons, record)",
-    .tp_basicsize = sizeof(Nodes),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Nodes_init,
-    .tp_dealloc = (destructor)Nodes_dealloc,
-    .tp_methods = Nodes_methods,
-};
 
 static PyObject *py_crc32(PyObject *module, PyObject *arg) {
     Py_buffer b;
@@ -564,6 +355,8 @@ static PyObject *py_crc32(PyObject *module, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object (the id table's hash)"},
+    {"sum_by_target", (PyCFunction)(void (*)(void))py_sum_by_target, METH_FASTCALL, "sum_by_target(lists, banned)"},
+    {"gather", (PyCFunction)(void (*)(void))py_gather, METH_FASTCALL, "gather(lists, chosen)"},
     {NULL},
 };
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -35,8 +35,8 @@ from serve.build import (
     parse_json_object,
 )
 from serve.mapped import IdTable, map_index, packed_in_memory, write_index
-from serve.native import NodeReader, RowReader, node_reader, rows_reader
-from serve.rows import ScoreTables, round_scores
+from serve.native import NodeReader, RowReader, cart_ops, node_reader, rows_reader
+from serve.rows import Candidates, ScoreTables, round_scores
 
 Source = Literal["direct", "via_substitutes", "via_category", "none"]
 """Where complements came from: the product's own edges, the complements of its substitutes, or what
@@ -146,6 +146,7 @@ def _by_score_then_item(hit: tuple[float, int, int, int]) -> tuple[float, int]:
     return -hit[0], hit[1]
 
 
+_R = TypeVar("_R", bound=tuple[Any, ...])
 _EMPTY_I32 = np.zeros(0, np.int32)
 _EMPTY_F32 = np.zeros(0, np.float32)
 
@@ -155,6 +156,7 @@ class GraphIndex:
 
     __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
                  "_comp", "_subs", "_tables_bytes", "_cats", "_fast", "_find", "_take_ids", "_take_titles",
+                 "_sum_by_target", "_gather",
                  "__weakref__")
 
     def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int, *, native: bool = True) -> None:
@@ -179,6 +181,7 @@ class GraphIndex:
         self._find = fast.row if fast is not None else rows.get
         self._take_ids = fast.take_ids if fast is not None else ids.take  # type: ignore[attr-defined]
         self._take_titles = fast.take_titles if fast is not None else arrays.nodes.titles.take  # type: ignore[attr-defined]
+        self._sum_by_target, self._gather = cart_ops(fast is not None)
         by_name: dict[str, list[int]] = {}
         for cat_id, path in enumerate(arrays.nodes.categories):
             for name in set(path):
@@ -357,53 +360,36 @@ class GraphIndex:
         rows = [row for _, row in found if row >= 0]
         if not rows:
             return CartResult((), unknown, ())
-        subs = self._subs
-        banned = set(rows)
-        for row in rows:
-            banned.update(subs.dst(*subs.bounds(row)))
-        # candidate lists are short (tens per item): plain lists, summed with a dict
+        banned = self._subs.targets(rows)
+        banned.update(rows)
+        # candidate lists are short (tens per item): plain lists, summed into a dict (in C when built)
         lists = self._cart_lists(rows, filters)
-        totals: dict[int, float] = {}
-        total_of = totals.get
-        for _, dst, score, _, _ in lists:
-            for t, sc in zip(dst, score):
-                if t not in banned:
-                    totals[t] = total_of(t, 0.0) + sc
+        totals = self._sum_by_target(lists, banned)
         # score descending, ties by row: sort the rows, then stably by score alone (list.sort's fast paths
         # for plain ints and plain floats, no tuples)
         ranked = sorted(totals) if min_score <= 0 else sorted(t for t, total in totals.items() if total >= min_score)
         ranked.sort(key=totals.__getitem__, reverse=True)
         chosen = self._diversify(ranked, k)
         # the contributions of the chosen few only, in item then list order (then sorted, stably)
-        hits: dict[int, list[tuple[float, int, int, int]]] = {t: [] for t in chosen}
-        for i, (_, dst, score, reason, via) in enumerate(lists):
-            for j, t in enumerate(dst):
-                if t in hits:
-                    hits[t].append((score[j], i, reason[j], via[j] if via is not None else -1))
-        nodes, reasons = self._a.nodes, self._a.reasons
-        ids = nodes.ids
-        categories, cat_of, price_of = nodes.categories, self._cat_of, self._price_of
+        hits = self._gather(lists, chosen)
+        reasons, ids = self._a.reasons, self._a.nodes.ids
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
-        items = []
-        for t, pid, title in zip(chosen, self._take_ids(chosen), self._take_titles(chosen)):
+        goes_with: list[tuple[CartContribution, ...]] = []
+        for t in chosen:
             h = hits[t]
             if len(h) > 1:
                 h.sort(key=_by_score_then_item)
-            goes_with = tuple([
+            goes_with.append(tuple([
                 new(CartContribution, (known[i], sc, reasons[r], lists[i][0], ids[v] if v >= 0 else None))
                 for sc, i, r, v in h
-            ])
-            c, p = cat_of[t], price_of[t]
-            items.append(new(CartSuggestion, (pid, title, categories[c] if c >= 0 else (), None if p != p else p,
-                                              totals[t], goes_with)))
+            ]))
+        items = self._records(CartSuggestion, chosen, ([totals[t] for t in chosen], goes_with))
         return CartResult(tuple(known), unknown, tuple(items))
 
-    def _cart_lists(
-        self, rows: list[int], filters: Filters
-    ) -> list[tuple[Source, list[int], list[float], list[int], list[int] | None]]:
+    def _cart_lists(self, rows: list[int], filters: Filters) -> Candidates:
         """Per cart item: (source, targets, float32 scores, reason ids, lenders or None), filtered."""
         comp, plain = self._comp, filters.is_empty()
-        out: list[tuple[Source, list[int], list[float], list[int], list[int] | None]] = []
+        out: Candidates = []
         for row in rows:
             lo, hi = comp.bounds(row)
             if plain and hi > lo:
@@ -539,6 +525,17 @@ class GraphIndex:
             scores,
             [reasons[r] for r in reason_ids],
             repeat(None, n) if vias is None else [ids[v] if v >= 0 else None for v in vias],
+        )))
+
+    def _records(self, record: type[_R], rows: list[int], columns: tuple[list[Any], ...]) -> list[_R]:
+        """record(id, title, category, price, *(column[i] for column in columns)) per row (C when built)."""
+        if self._fast is not None:
+            return self._fast.records(record, rows, columns)  # type: ignore[return-value]
+        cats, cat_of, price_of = self._cats, self._cat_of, self._price_of
+        prices = [price_of[t] for t in rows]
+        return list(map(tuple.__new__, repeat(record, len(rows)), zip(
+            self._take_ids(rows), self._take_titles(rows), [cats[cat_of[t]] for t in rows],
+            [None if p != p else p for p in prices], *columns,
         )))
 
     def _diversify(self, ranked: list[int], k: int) -> list[int]:

@@ -7,11 +7,13 @@ install time it is absent, `available()` is False and every index answers in Pyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeAlias
 
 from serve.build import Csr, IndexArrays
 from serve.mapped import IdTable, StringColumn
-from serve.rows import CsrRows, ScoreTables
+from serve import rows
+from serve.rows import Candidates, CsrRows, ScoreTables
 
 try:
     import serve._fastindex as _fastindex
@@ -50,3 +52,14 @@ def node_reader(arrays: IndexArrays, table: IdTable, record: type[tuple[object, 
         table.slots, *ids.buffers(), *titles.buffers(), nodes.category_id, nodes.price,
         nodes.categories, arrays.reasons, record,
     )
+
+
+SumByTarget = Callable[[Candidates, set[int]], dict[int, float]]
+Gather = Callable[[Candidates, list[int]], dict[int, list[tuple[float, int, int, int]]]]
+
+
+def cart_ops(native: bool) -> tuple[SumByTarget, Gather]:
+    """The cart's sum and gather over candidate lists: C when `native` and built, else `serve.rows`'."""
+    if native and _fastindex is not None:
+        return _fastindex.sum_by_target, _fastindex.gather
+    return rows.sum_by_target, rows.gather

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from graph_schema.store import PublishedGraph
-from serve import create_app, native
+from serve import create_app, native, rows
 from serve.index import GraphIndex, Neighbour
 from serve.mapped import IdTable
 from serve.settings import ServeSettings
@@ -263,3 +263,28 @@ def test_the_package_answers_without_the_extension() -> None:
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@needs_native
+def test_cart_sums_and_gathers_equal_the_python_loops() -> None:
+    rng = random.Random(9)
+    for _ in range(50):
+        lists = []
+        for _ in range(rng.randint(0, 5)):
+            n = rng.randint(0, 12)
+            via = [rng.choice([-1, 3]) for _ in range(n)] if rng.random() < 0.5 else None
+            lists.append((rng.choice(["direct", "via_category"]), [rng.randrange(20) for _ in range(n)],
+                          [float(np.float32(rng.random())) for _ in range(n)], [rng.randrange(4) for _ in range(n)], via))
+        banned = set(rng.sample(range(20), rng.randint(0, 6)))
+        chosen = rng.sample(range(20), rng.randint(0, 8))
+        assert fast.sum_by_target(lists, banned) == rows.sum_by_target(lists, banned)  # type: ignore[union-attr]
+        assert fast.gather(lists, chosen) == rows.gather(lists, chosen)  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        fast.sum_by_target([("direct", [1, 2], [0.5], [0, 0], None)], set())  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        fast.gather([("direct", [1], [0.5])], [1])  # type: ignore[union-attr]
+    with pytest.raises(fast.CorruptIndex):  # type: ignore[union-attr]
+        _nodes().records(tuple, [0, 2], ())  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        _nodes().records(tuple, [0, 1], ([1.0],))  # type: ignore[attr-defined]
+    assert _nodes().records(tuple, [1], (["x"],)) == [("bb", "B", (), None, "x")]  # type: ignore[attr-defined]
