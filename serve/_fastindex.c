@@ -47,7 +47,7 @@ int col_open(Col *c, PyObject *obj, const char *kinds, const char *name) {
         case 'd': kind = size == 8 ? 'd' : 0; break;
         }
     }
-    if (!kind || !strchr(kinds, kind) || c->view.ndim > 1) {
+    if (!kind || !strchr(kinds, kind) || c->view.ndim != 1) {
         PyErr_Format(PyExc_TypeError, "%s: a 1-D buffer of one of the kinds '%s' expected, got format '%s'",
                      name, kinds, c->view.format ? c->view.format : "B");
         PyBuffer_Release(&c->view);
