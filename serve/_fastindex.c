@@ -4,7 +4,8 @@
  * copies no array: it holds read-only buffer views. Every index read from a buffer is checked against the
  * buffer it indexes, so a corrupt file raises CorruptIndex (a ValueError) instead of reading out of bounds.
  * Optional: when it is not built, serve.native falls back to serve.rows / serve.mapped (same answers).
- * This file: the column views, the CSR reader (Rows), the cart sums and the module; _fastnodes.c: Nodes.
+ * This file: the column views, the CSR reader (Rows), the cart sums and the module; _fastnodes.c: Nodes;
+ * _fastcart.c: the whole cart in one call (Nodes.cart).
  */
 #include "_fastindex.h"
 #include <math.h>
@@ -103,7 +104,7 @@ static int Rows_init(Rows *self, PyObject *args, PyObject *kw) {
 }
 
 /* lo..hi of `row`, checked against the edge columns; -1 on error */
-static int rows_bounds(Rows *self, Py_ssize_t row, Py_ssize_t *lo, Py_ssize_t *hi) {
+int rows_bounds(Rows *self, Py_ssize_t row, Py_ssize_t *lo, Py_ssize_t *hi) {
     if (row < 0 || row >= self->n_rows) {
         PyErr_Format(PyExc_IndexError, "row %zd out of range", row);
         return -1;
@@ -255,7 +256,10 @@ PyTypeObject RowsType = {
  * in (which lists, which rows are banned) and everything about the order. */
 static int candidate_list(PyObject *lists, Py_ssize_t i, PyObject **dst, PyObject **score, PyObject **reason,
                           PyObject **via) {
-    PyObject *item = PyList_GET_ITEM(lists, i);
+    return candidate_tuple(PyList_GET_ITEM(lists, i), dst, score, reason, via);
+}
+
+int candidate_tuple(PyObject *item, PyObject **dst, PyObject **score, PyObject **reason, PyObject **via) {
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5) goto bad;
     *dst = PyTuple_GET_ITEM(item, 1), *score = PyTuple_GET_ITEM(item, 2);
     *reason = PyTuple_GET_ITEM(item, 3), *via = PyTuple_GET_ITEM(item, 4);

@@ -78,4 +78,37 @@ static inline int64_t rows_via(Rows *self, Py_ssize_t i) {
     return v;
 }
 
+/* raw (not rounded) score of edge i as a double; -1 on a corrupt code */
+static inline int rows_raw(Rows *self, Py_ssize_t i, double *out) {
+    if (!self->coded) {
+        *out = col_float(&self->score, i);
+        return 0;
+    }
+    int64_t code = col_int(&self->score, i);
+    if (code >= self->raw.n) return corrupt("score code", code), -1;
+    *out = col_float(&self->raw, code);
+    return 0;
+}
+
+int rows_bounds(Rows *self, Py_ssize_t row, Py_ssize_t *lo, Py_ssize_t *hi);
+/* (source, targets, scores, reason ids, lenders | None), lists of equal lengths; -1 + TypeError if not */
+int candidate_tuple(PyObject *item, PyObject **dst, PyObject **score, PyObject **reason, PyObject **via);
+
+/* --- Nodes: id -> row and the per-product columns a record shows (_fastnodes.c) ------------------------- */
+typedef struct {
+    PyObject_HEAD
+    Col table, ids_blob, ids_ends, titles_blob, titles_ends, cat_of, price;
+    PyObject *cats, *reasons, *empty;
+    PyTypeObject *record;
+    Py_ssize_t n;
+} Nodes;
+
+Py_ssize_t nodes_find(Nodes *self, PyObject *key);
+PyObject *string_at(const Col *blob, const Col *ends, int64_t r);
+int fill_product(Nodes *self, PyObject *item, int64_t t);
+PyObject *new_record(PyTypeObject *type, Py_ssize_t n);
+PyObject *seal(PyTypeObject *type, PyObject *item);
+void prefetch_product(Nodes *self, int64_t t);
+PyObject *Nodes_cart(Nodes *self, PyObject *const *args, Py_ssize_t nargs); /* _fastcart.c */
+
 #endif

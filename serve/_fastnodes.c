@@ -2,14 +2,7 @@
  * chosen rows, decoded from the packed id/title blobs and columns. Every index is checked (see _fastindex.c). */
 #include "_fastindex.h"
 
-/* --- Nodes: id -> row and the per-product columns a Neighbour shows --------------------------------------- */
-typedef struct {
-    PyObject_HEAD
-    Col table, ids_blob, ids_ends, titles_blob, titles_ends, cat_of, price;
-    PyObject *cats, *reasons, *empty;
-    PyTypeObject *record;
-    Py_ssize_t n;
-} Nodes;
+/* --- Nodes (the struct: _fastindex.h) ----------------------------------------------------------------- */
 
 static void Nodes_dealloc(Nodes *self) {
     Col *cols[] = {&self->table, &self->ids_blob, &self->ids_ends, &self->titles_blob, &self->titles_ends,
@@ -61,14 +54,14 @@ static int Nodes_init(Nodes *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
-static PyObject *string_at(const Col *blob, const Col *ends, int64_t r) {
+PyObject *string_at(const Col *blob, const Col *ends, int64_t r) {
     int64_t a = col_int(ends, r), b = col_int(ends, r + 1);
     if (a < 0 || b < a || b > blob->n) return corrupt("string offsets of row", r);
     return PyUnicode_DecodeUTF8((const char *)blob->view.buf + a, (Py_ssize_t)(b - a), NULL);
 }
 
 /* row of `key`, -1 when absent, -2 on error */
-static Py_ssize_t nodes_find(Nodes *self, PyObject *key) {
+Py_ssize_t nodes_find(Nodes *self, PyObject *key) {
     if (!PyUnicode_Check(key)) {
         PyErr_Format(PyExc_TypeError, "product id must be str, not %.100s", Py_TYPE(key)->tp_name);
         return -2;
@@ -95,7 +88,7 @@ static PyObject *Nodes_row(Nodes *self, PyObject *key) {
 }
 
 /* Fields 0..3 of a record (id, title, category path, price or None) of product t, already range-checked. */
-static int fill_product(Nodes *self, PyObject *item, int64_t t) {
+int fill_product(Nodes *self, PyObject *item, int64_t t) {
     int64_t c = col_int(&self->cat_of, t);
     if (c < -1 || c >= PyTuple_GET_SIZE(self->cats)) return corrupt("category id", c), -1;
     PyObject *x;
@@ -112,9 +105,9 @@ static int fill_product(Nodes *self, PyObject *item, int64_t t) {
 
 /* What tuple.__new__(type, fields) makes (tuple_subtype_new), without the argument tuple: fill it, then
  * seal() it. */
-static PyObject *new_record(PyTypeObject *type, Py_ssize_t n) { return type->tp_alloc(type, n); }
+PyObject *new_record(PyTypeObject *type, Py_ssize_t n) { return type->tp_alloc(type, n); }
 
-static PyObject *seal(PyTypeObject *type, PyObject *item) {
+PyObject *seal(PyTypeObject *type, PyObject *item) {
 #if PY_VERSION_HEX >= 0x030E0000
     /* 3.14 caches tuple hashes in a field tp_alloc zeroes: rebuild through tuple.__new__ there */
     PyObject *plain = PySequence_Tuple(item), *args;
@@ -156,6 +149,14 @@ fail:
     return NULL;
 }
 
+/* Touch the columns of product t (a valid row) so that the cache misses of several products overlap. */
+void prefetch_product(Nodes *self, int64_t t) {
+    col_prefetch(&self->ids_ends, t);
+    col_prefetch(&self->titles_ends, t);
+    col_prefetch(&self->cat_of, t);
+    col_prefetch(&self->price, t);
+}
+
 #define CHUNK 32
 
 /* head(rows, lo, hi): the Neighbours of edges lo..hi of `rows`, as stored (already ranked). The rows are
@@ -179,10 +180,7 @@ static PyObject *Nodes_head(Nodes *self, PyObject *const *args, Py_ssize_t nargs
                 Py_DECREF(out);
                 return corrupt("target row", t[j]);
             }
-            col_prefetch(&self->ids_ends, t[j]);
-            col_prefetch(&self->titles_ends, t[j]);
-            col_prefetch(&self->cat_of, t[j]);
-            col_prefetch(&self->price, t[j]);
+            prefetch_product(self, t[j]);
         }
         for (Py_ssize_t j = 0; j < m; j++) {
             int64_t a = col_int(&self->ids_ends, t[j]), b = col_int(&self->titles_ends, t[j]);
@@ -322,6 +320,8 @@ static PyMethodDef Nodes_methods[] = {
      "neighbours(rows, scores, reason_ids, vias) -> tuple of records"},
     {"records", (PyCFunction)(void (*)(void))Nodes_records, METH_FASTCALL,
      "records(type, rows, columns) -> list of type(id, title, category, price, *columns[i])"},
+    {"cart", (PyCFunction)(void (*)(void))Nodes_cart, METH_FASTCALL,
+     "cart(suggestion, contribution, comp, subs, ids, k, min_score, plain, more) -> (known, unknown, items) | None"},
     {"take_ids", (PyCFunction)Nodes_take_ids, METH_O, "ids of a list of rows"},
     {"take_titles", (PyCFunction)Nodes_take_titles, METH_O, "titles of a list of rows"},
     {NULL},

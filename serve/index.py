@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -353,6 +354,12 @@ class GraphIndex:
         left to fill k; `min_score` applies to the summed score."""
         filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
+        if self._fast is not None:  # the same rules in one C call (serve/_fastcart.c); None: answer below
+            plain = filters.is_empty()
+            got = self._fast.cart(CartSuggestion, CartContribution, self._comp, self._subs, cart, k,
+                                  float(min_score), plain, partial(self._cart_list, filters, plain))
+            if got is not None:
+                return CartResult(*got)
         get_row = self._find
         found = [(pid, get_row(pid)) for pid in cart]
         known = [pid for pid, row in found if row >= 0]
@@ -388,22 +395,25 @@ class GraphIndex:
 
     def _cart_lists(self, rows: list[int], filters: Filters) -> Candidates:
         """Per cart item: (source, targets, float32 scores, reason ids, lenders or None), filtered."""
-        comp, plain = self._comp, filters.is_empty()
-        out: Candidates = []
-        for row in rows:
-            lo, hi = comp.bounds(row)
-            if plain and hi > lo:
-                out.append(("direct", comp.dst(lo, hi), comp.raw_scores(lo, hi), comp.reasons(lo, hi), None))
-                continue
-            cand = self._complement_candidates(row)
-            dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
-            if not plain:
-                keep = np.flatnonzero(self._mask(dst, score, filters, set()))
-                dst, score, reason = dst[keep], score[keep], reason[keep]
-                via = via[keep] if via is not None else None
-            out.append((cand.source, dst.tolist(), score.tolist(), reason.tolist(),
-                        via.tolist() if via is not None else None))
-        return out
+        plain = filters.is_empty()
+        return [self._cart_list(filters, plain, row) for row in rows]
+
+    def _cart_list(
+        self, filters: Filters, plain: bool, row: int
+    ) -> tuple[str, list[int], list[float], list[int], list[int] | None]:
+        """One cart item's candidate list (`plain`: `filters` are empty); the C cart asks for the lists it
+        does not read itself (fallbacks, filters) through this."""
+        comp = self._comp
+        lo, hi = comp.bounds(row)
+        if plain and hi > lo:
+            return ("direct", comp.dst(lo, hi), comp.raw_scores(lo, hi), comp.reasons(lo, hi), None)
+        cand = self._complement_candidates(row)
+        dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
+        if not plain:
+            keep = np.flatnonzero(self._mask(dst, score, filters, set()))
+            dst, score, reason = dst[keep], score[keep], reason[keep]
+            via = via[keep] if via is not None else None
+        return (cand.source, dst.tolist(), score.tolist(), reason.tolist(), via.tolist() if via is not None else None)
 
     # --- internals -------------------------------------------------------------------------------------
     @staticmethod
