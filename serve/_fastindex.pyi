@@ -1,5 +1,6 @@
 """Types of the C extension serve/_fastindex.c (see serve.native)."""
 
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -37,5 +38,9 @@ class Nodes:
                    vias: list[int] | None, /) -> tuple[tuple[object, ...], ...]: ...
     def records(self, record: type[tuple[object, ...]], rows: list[int], columns: tuple[list[object], ...], /
                 ) -> list[tuple[object, ...]]: ...
+    def cart(self, suggestion: type[tuple[object, ...]], contribution: type[tuple[object, ...]], comp: Rows,
+             subs: Rows, ids: list[str], k: int, min_score: float, plain: bool,
+             more: Callable[[int], tuple[str, list[int], list[float], list[int], list[int] | None]], /
+             ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[object, ...], ...]] | None: ...
     def take_ids(self, rows: list[int], /) -> list[str]: ...
     def take_titles(self, rows: list[int], /) -> list[str]: ...

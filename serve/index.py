@@ -356,10 +356,10 @@ class GraphIndex:
         cart: list[str] = list(dict.fromkeys(cart_ids))
         if self._fast is not None:  # the same rules in one C call (serve/_fastcart.c); None: answer below
             plain = filters.is_empty()
-            got = self._fast.cart(CartSuggestion, CartContribution, self._comp, self._subs, cart, k,
-                                  float(min_score), plain, partial(self._cart_list, filters, plain))
-            if got is not None:
-                return CartResult(*got)
+            got = self._fast.cart(CartSuggestion, CartContribution, self._comp, self._subs,  # type: ignore[arg-type]
+                                  cart, k, float(min_score), plain, partial(self._cart_list, filters, plain))
+            if got is not None:  # C Rows (native), CartSuggestion records
+                return CartResult(*got)  # type: ignore[arg-type]
         get_row = self._find
         found = [(pid, get_row(pid)) for pid in cart]
         known = [pid for pid, row in found if row >= 0]

@@ -1,8 +1,10 @@
 """The optional C extension of the lookup hot path (`serve/_fastindex.c`) and the choice, per index, between
 it and the pure-Python readers (`serve.rows`, `serve.mapped`). Both read the same packed buffers and give
 equal answers, field by field; the C one exists because building ten Neighbour records in Python costs about
-10 us. Neither decides a ranking rule (`serve.index` does). The extension is optional: without a compiler at
-install time it is absent, `available()` is False and every index answers in Python.
+10 us. `serve.index` defines every ranking rule; the one C function that applies some, the whole cart
+(`Nodes.cart`, serve/_fastcart.c), copies those of `GraphIndex.cart_addons` and is tested equal to it. The
+extension is optional: without a compiler at install time it is absent, `available()` is False and every
+index answers in Python.
 """
 
 from __future__ import annotations
