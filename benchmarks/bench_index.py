@@ -6,7 +6,9 @@ SHELFGRAPH_BENCH_PRODUCTS / SHELFGRAPH_BENCH_RELATIONS). Run:
 Prints build time, memory per relation and lookup latencies (complements of one product, filtered
 lookup, cart of 5), with p50/p99 from a timed loop of single calls beside pytest-benchmark's table. The
 index is built through the same vectorized path as from a PublishedGraph, written as the packed files the
-server maps, and mapped read-only (what every worker shares). A smaller run first:
+server maps, and mapped read-only (what every worker shares). The p50/p99 loops time both read paths over
+the same mapped files, calls alternating one by one: the C extension (`serve.native`, what
+pytest-benchmark's table times) and pure Python. A smaller run first:
 
     SHELFGRAPH_BENCH_PRODUCTS=100000 SHELFGRAPH_BENCH_RELATIONS=2000000 pytest benchmarks/bench_index.py --benchmark-only -s
 """
@@ -50,7 +52,9 @@ def folder() -> Iterator[Path]:
 
 def _write_and_map(columns, folder: Path) -> GraphIndex:  # type: ignore[no-untyped-def]
     target = folder / f"v{len(list(folder.iterdir()))}"
-    return GraphIndex.open(GraphIndex.write_columns(*columns, target))
+    index = GraphIndex.open(GraphIndex.write_columns(*columns, target))
+    _BUILT["pure"] = GraphIndex.open(target, native=False)  # the same files, read in pure Python
+    return index
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +64,40 @@ def index(columns, folder: Path) -> GraphIndex:  # type: ignore[no-untyped-def]
     return _BUILT["index"]
 
 
-def _percentiles(name: str, call: Callable[[], Any], n: int = 20_000) -> None:
+def _percentiles(name: str, calls: dict[str, Callable[[], Any]], n: int = 20_000) -> None:
     """Single calls timed one by one (pytest-benchmark's table has no p99): wall clock, then the calling
-    thread's CPU time in a second loop. On a shared machine the wall p99 is mostly the scheduler (a call
-    preempted for a time slice); the CPU-time percentiles are the lookup's own cost."""
-    call()
+    thread's CPU time in a second loop; the paths in `calls` alternate call by call, so background load
+    hits them alike. On a shared machine the wall p99 is mostly the scheduler (a call preempted for a time
+    slice); the CPU-time percentiles are the lookup's own cost."""
+    for call in calls.values():
+        call()
     for label, clock in (("wall", time.perf_counter_ns), ("thread CPU", time.thread_time_ns)):
-        times = []
+        times: dict[str, list[int]] = {path: [] for path in calls}
         for _ in range(n):
-            started = clock()
-            call()
-            times.append(clock() - started)
-        times.sort()
-        p50, p99, p999 = (times[int(q * (n - 1))] / 1000 for q in (0.5, 0.99, 0.999))
-        print(f"\n{name} ({label}): p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us over {n:,} calls "
-              f"(load average {os.getloadavg()[0]:.1f})")
+            for path, call in calls.items():
+                started = clock()
+                call()
+                times[path].append(clock() - started)
+        p50s = {}
+        for path, took in times.items():
+            took.sort()
+            p50, p99, p999 = (took[int(q * (n - 1))] / 1000 for q in (0.5, 0.99, 0.999))
+            p50s[path] = (p50, p99)
+            print(f"\n{name} [{path}] ({label}): p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us over "
+                  f"{n:,} calls (load average {os.getloadavg()[0]:.1f})")
+        if len(p50s) == 2:
+            (a, b) = p50s.values()
+            print(f"\n{name} ({label}): pure / native = {b[0] / a[0]:.2f}x at p50, {b[1] / a[1]:.2f}x at p99")
+
+
+def _paths(index: GraphIndex, lookup: Callable[[GraphIndex, Iterator[str]], Any], columns) -> dict[str, Callable[[], Any]]:  # type: ignore[no-untyped-def]
+    """Both read paths of the same files, each on its own cycle of random ids (neither warms the other's)."""
+    pure = _BUILT["pure"]
+    ids_native, ids_pure = _ids(columns, 11), _ids(columns, 12)
+    if not index.native:
+        print("\nserve._fastindex is not built: timing the pure-Python path only")
+        return {"pure": lambda: lookup(pure, ids_pure)}
+    return {"native": lambda: lookup(index, ids_native), "pure": lambda: lookup(pure, ids_pure)}
 
 
 def _ids(columns, seed: int = 1) -> Iterator[str]:  # type: ignore[no-untyped-def]
@@ -101,7 +124,7 @@ def test_build_index(benchmark, columns, folder: Path) -> None:  # type: ignore[
 def test_complements_of_one_product(benchmark, index, columns) -> None:  # type: ignore[no-untyped-def]
     ids = _ids(columns)
     result = benchmark(lambda: index.complements(next(ids), 10))
-    _percentiles("complements k=10", lambda: index.complements(next(ids), 10))
+    _percentiles("complements k=10", _paths(index, lambda ix, ids: ix.complements(next(ids), 10), columns))
     assert result.kind == "complement"
 
 
@@ -114,14 +137,14 @@ def test_complements_with_filters(benchmark, index, columns) -> None:  # type: i
 def test_substitutes_of_one_product(benchmark, index, columns) -> None:  # type: ignore[no-untyped-def]
     ids = _ids(columns, 3)
     result = benchmark(lambda: index.substitutes(next(ids), 10))
-    _percentiles("substitutes k=10", lambda: index.substitutes(next(ids), 10))
+    _percentiles("substitutes k=10", _paths(index, lambda ix, ids: ix.substitutes(next(ids), 10), columns))
     assert result.kind == "substitute"
 
 
 def test_cart_of_5(benchmark, index, columns) -> None:  # type: ignore[no-untyped-def]
     ids = _ids(columns, 4)
     result = benchmark(lambda: index.cart_addons([next(ids) for _ in range(5)], 10))
-    _percentiles("cart of 5, k=10", lambda: index.cart_addons([next(ids) for _ in range(5)], 10))
+    _percentiles("cart of 5, k=10", _paths(index, lambda ix, ids: ix.cart_addons([next(ids) for _ in range(5)], 10), columns))
     assert len(result.cart) == 5
 
 

@@ -54,7 +54,8 @@ def create_app(
     if own_source:
         source = source_from_settings(settings)
     # a source the settings name is mapped from shared files; a source handed in (tests) is built in memory
-    holder = IndexHolder(source, index, settings.resolved_index_dir() if own_source else None)
+    holder = IndexHolder(source, index, settings.resolved_index_dir() if own_source else None,
+                         native=not settings.pure_python)
     if index is None:
         try:
             holder.reload_if_changed()

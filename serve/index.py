@@ -13,9 +13,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import repeat
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -35,7 +36,8 @@ from serve.build import (
     parse_json_object,
 )
 from serve.mapped import IdTable, map_index, packed_in_memory, write_index
-from serve.rows import CsrRows, ScoreTables, round_scores
+from serve.native import NodeReader, RowReader, cart_ops, node_reader, rows_reader
+from serve.rows import Candidates, ScoreTables, round_scores
 
 Source = Literal["direct", "via_substitutes", "via_category", "none"]
 """Where complements came from: the product's own edges, the complements of its substitutes, or what
@@ -145,6 +147,7 @@ def _by_score_then_item(hit: tuple[float, int, int, int]) -> tuple[float, int]:
     return -hit[0], hit[1]
 
 
+_R = TypeVar("_R", bound=tuple[Any, ...])
 _EMPTY_I32 = np.zeros(0, np.int32)
 _EMPTY_F32 = np.zeros(0, np.float32)
 
@@ -153,10 +156,13 @@ class GraphIndex:
     """Read-only lookups over one graph version. Safe to share between threads."""
 
     __slots__ = ("_a", "_rows", "_cat_by_name", "_cat_masks", "_memory", "_shared", "_cat_of", "_price_of",
-                 "_comp", "_subs", "_cat_comp", "_tables_bytes", "_cats", "__weakref__")
+                 "_comp", "_subs", "_tables_bytes", "_cats", "_fast", "_find", "_take_ids", "_take_titles",
+                 "_sum_by_target", "_gather",
+                 "__weakref__")
 
-    def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int) -> None:
-        """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`."""
+    def __init__(self, arrays: IndexArrays, rows: IdTable, shared_bytes: int, *, native: bool = True) -> None:
+        """Over packed arrays (see `serve.mapped`): use `open`, `from_published` or `from_columns`.
+        `native`: read through the C extension when it is built (`serve.native`); False = pure Python."""
         self._a = arrays
         self._rows = rows
         self._shared = shared_bytes
@@ -168,8 +174,15 @@ class GraphIndex:
         table = arrays.complements.score_table
         tables = ScoreTables(table) if table is not None else None
         self._tables_bytes = tables.nbytes if tables is not None else 0
-        self._comp, self._subs = CsrRows(arrays.complements, tables), CsrRows(arrays.substitutes, tables)
-        self._cat_comp = CsrRows(arrays.category_complements, tables)
+        n = len(arrays.nodes.ids)
+        self._comp: RowReader = rows_reader(arrays.complements, tables, n, native)
+        self._subs: RowReader = rows_reader(arrays.substitutes, tables, n, native)
+        self._fast: NodeReader | None = node_reader(arrays, rows, Neighbour) if native else None
+        fast, ids = self._fast, arrays.nodes.ids
+        self._find = fast.row if fast is not None else rows.get
+        self._take_ids = fast.take_ids if fast is not None else ids.take  # type: ignore[attr-defined]
+        self._take_titles = fast.take_titles if fast is not None else arrays.nodes.titles.take  # type: ignore[attr-defined]
+        self._sum_by_target, self._gather = cart_ops(fast is not None)
         by_name: dict[str, list[int]] = {}
         for cat_id, path in enumerate(arrays.nodes.categories):
             for name in set(path):
@@ -181,14 +194,14 @@ class GraphIndex:
 
     # --- construction ----------------------------------------------------------------------------------
     @classmethod
-    def from_published(cls, graph: PublishedGraph) -> GraphIndex:
+    def from_published(cls, graph: PublishedGraph, *, native: bool = True) -> GraphIndex:
         """Built and packed in this process's memory (no files)."""
-        return cls(*packed_in_memory(build_arrays(*columns_from_published(graph))))
+        return cls(*packed_in_memory(build_arrays(*columns_from_published(graph))), native=native)
 
     @classmethod
-    def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns) -> GraphIndex:
+    def from_columns(cls, meta: IndexMeta, nodes: NodeColumns, edges: EdgeColumns, *, native: bool = True) -> GraphIndex:
         """The same vectorized path as `from_published`, for callers that already hold arrays."""
-        return cls(*packed_in_memory(build_arrays(meta, nodes, edges)))
+        return cls(*packed_in_memory(build_arrays(meta, nodes, edges)), native=native)
 
     @staticmethod
     def write(graph: PublishedGraph, folder: Path, *, score_levels: int = SCORE_LEVELS) -> Path:
@@ -200,11 +213,16 @@ class GraphIndex:
         return write_index(build_arrays(meta, nodes, edges), folder)
 
     @classmethod
-    def open(cls, folder: Path) -> GraphIndex:
+    def open(cls, folder: Path, *, native: bool = True) -> GraphIndex:
         """Map an index folder read-only: every process that opens it shares one copy in the page cache."""
-        return cls(*map_index(folder))
+        return cls(*map_index(folder), native=native)
 
     # --- facts -----------------------------------------------------------------------------------------
+    @property
+    def native(self) -> bool:
+        """True when lookups read through the C extension (`serve.native`), False in pure Python."""
+        return self._fast is not None
+
     @property
     def meta(self) -> IndexMeta:
         return self._a.meta
@@ -231,7 +249,7 @@ class GraphIndex:
         return {"complement": len(self._a.complements.dst), "substitute": len(self._a.substitutes.dst)}
 
     def __contains__(self, product_id: object) -> bool:
-        return isinstance(product_id, str) and self._rows.get(product_id) >= 0
+        return isinstance(product_id, str) and self._find(product_id) >= 0
 
     def memory_bytes(self) -> int:
         """The packed arrays (mapped: one copy however many workers) plus this process's Python objects
@@ -250,7 +268,7 @@ class GraphIndex:
 
     # --- lookups ---------------------------------------------------------------------------------------
     def _row(self, product_id: str) -> int:
-        row = self._rows.get(product_id)
+        row: int = self._find(product_id)
         if row < 0:
             raise UnknownProduct(product_id)
         return row
@@ -336,74 +354,66 @@ class GraphIndex:
         left to fill k; `min_score` applies to the summed score."""
         filters = Filters(0.0, category, price_min, price_max, frozenset(exclude))
         cart: list[str] = list(dict.fromkeys(cart_ids))
-        get_row = self._rows.get
+        if self._fast is not None:  # the same rules in one C call (serve/_fastcart.c); None: answer below
+            plain = filters.is_empty()
+            got = self._fast.cart(CartSuggestion, CartContribution, self._comp, self._subs,  # type: ignore[arg-type]
+                                  cart, k, float(min_score), plain, partial(self._cart_list, filters, plain))
+            if got is not None:  # C Rows (native), CartSuggestion records
+                return CartResult(*got)  # type: ignore[arg-type]
+        get_row = self._find
         found = [(pid, get_row(pid)) for pid in cart]
         known = [pid for pid, row in found if row >= 0]
         unknown = tuple(pid for pid, row in found if row < 0)
         rows = [row for _, row in found if row >= 0]
         if not rows:
             return CartResult((), unknown, ())
-        subs = self._subs
-        banned = set(rows)
-        for row in rows:
-            banned.update(subs.dst(*subs.bounds(row)))
-        # candidate lists are short (tens per item): plain lists, summed with a dict
+        banned = self._subs.targets(rows)
+        banned.update(rows)
+        # candidate lists are short (tens per item): plain lists, summed into a dict (in C when built)
         lists = self._cart_lists(rows, filters)
-        totals: dict[int, float] = {}
-        total_of = totals.get
-        for _, dst, score, _, _ in lists:
-            for t, sc in zip(dst, score):
-                if t not in banned:
-                    totals[t] = total_of(t, 0.0) + sc
+        totals = self._sum_by_target(lists, banned)
         # score descending, ties by row: sort the rows, then stably by score alone (list.sort's fast paths
         # for plain ints and plain floats, no tuples)
         ranked = sorted(totals) if min_score <= 0 else sorted(t for t, total in totals.items() if total >= min_score)
         ranked.sort(key=totals.__getitem__, reverse=True)
         chosen = self._diversify(ranked, k)
         # the contributions of the chosen few only, in item then list order (then sorted, stably)
-        hits: dict[int, list[tuple[float, int, int, int]]] = {t: [] for t in chosen}
-        for i, (_, dst, score, reason, via) in enumerate(lists):
-            for j, t in enumerate(dst):
-                if t in hits:
-                    hits[t].append((score[j], i, reason[j], via[j] if via is not None else -1))
-        nodes, reasons = self._a.nodes, self._a.reasons
-        ids = nodes.ids
-        categories, cat_of, price_of = nodes.categories, self._cat_of, self._price_of
+        hits = self._gather(lists, chosen)
+        reasons, ids = self._a.reasons, self._a.nodes.ids
         new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
-        items = []
-        for t, pid, title in zip(chosen, ids.take(chosen), nodes.titles.take(chosen)):  # type: ignore[attr-defined]
+        goes_with: list[tuple[CartContribution, ...]] = []
+        for t in chosen:
             h = hits[t]
             if len(h) > 1:
                 h.sort(key=_by_score_then_item)
-            goes_with = tuple([
+            goes_with.append(tuple([
                 new(CartContribution, (known[i], sc, reasons[r], lists[i][0], ids[v] if v >= 0 else None))
                 for sc, i, r, v in h
-            ])
-            c, p = cat_of[t], price_of[t]
-            items.append(new(CartSuggestion, (pid, title, categories[c] if c >= 0 else (), None if p != p else p,
-                                              totals[t], goes_with)))
+            ]))
+        items = self._records(CartSuggestion, chosen, ([totals[t] for t in chosen], goes_with))
         return CartResult(tuple(known), unknown, tuple(items))
 
-    def _cart_lists(
-        self, rows: list[int], filters: Filters
-    ) -> list[tuple[Source, list[int], list[float], list[int], list[int] | None]]:
+    def _cart_lists(self, rows: list[int], filters: Filters) -> Candidates:
         """Per cart item: (source, targets, float32 scores, reason ids, lenders or None), filtered."""
-        comp, plain = self._comp, filters.is_empty()
-        out: list[tuple[Source, list[int], list[float], list[int], list[int] | None]] = []
-        for row in rows:
-            lo, hi = comp.bounds(row)
-            if plain and hi > lo:
-                out.append(("direct", comp.dst(lo, hi), comp.raw_scores(lo, hi), comp.reasons(lo, hi), None))
-                continue
-            cand = self._complement_candidates(row)
-            dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
-            if not plain:
-                keep = np.flatnonzero(self._mask(dst, score, filters, set()))
-                dst, score, reason = dst[keep], score[keep], reason[keep]
-                via = via[keep] if via is not None else None
-            out.append((cand.source, dst.tolist(), score.tolist(), reason.tolist(),
-                        via.tolist() if via is not None else None))
-        return out
+        plain = filters.is_empty()
+        return [self._cart_list(filters, plain, row) for row in rows]
+
+    def _cart_list(
+        self, filters: Filters, plain: bool, row: int
+    ) -> tuple[str, list[int], list[float], list[int], list[int] | None]:
+        """One cart item's candidate list (`plain`: `filters` are empty); the C cart asks for the lists it
+        does not read itself (fallbacks, filters) through this."""
+        comp = self._comp
+        lo, hi = comp.bounds(row)
+        if plain and hi > lo:
+            return ("direct", comp.dst(lo, hi), comp.raw_scores(lo, hi), comp.reasons(lo, hi), None)
+        cand = self._complement_candidates(row)
+        dst, score, reason, via = cand.dst, cand.score, cand.reason, cand.via
+        if not plain:
+            keep = np.flatnonzero(self._mask(dst, score, filters, set()))
+            dst, score, reason = dst[keep], score[keep], reason[keep]
+            via = via[keep] if via is not None else None
+        return (cand.source, dst.tolist(), score.tolist(), reason.tolist(), via.tolist() if via is not None else None)
 
     # --- internals -------------------------------------------------------------------------------------
     @staticmethod
@@ -466,7 +476,7 @@ class GraphIndex:
                     mask &= price >= f.price_min
                 if f.price_max is not None:
                     mask &= price <= f.price_max
-        rows = banned | {r for r in map(self._rows.get, f.exclude) if r >= 0}
+        rows = banned | {r for r in map(self._find, f.exclude) if r >= 0}
         if len(rows) <= 8:  # a few comparisons beat np.isin's sort on short candidate lists
             for banned_row in rows:
                 mask &= dst != banned_row
@@ -498,8 +508,10 @@ class GraphIndex:
         rows = dst.tolist()
         return self._neighbours(rows, round_scores(score), reason.tolist(), via.tolist() if via is not None else None)
 
-    def _head(self, csr: CsrRows, lo: int, hi: int) -> tuple[Neighbour, ...]:
+    def _head(self, csr: RowReader, lo: int, hi: int) -> tuple[Neighbour, ...]:
         """Edges lo..hi of a CSR as they are stored (already ranked)."""
+        if self._fast is not None:
+            return self._fast.head(csr, lo, hi)  # type: ignore[arg-type, return-value]  # a C Rows, C records
         return self._neighbours(csr.dst(lo, hi), csr.rounded_scores(lo, hi), csr.reasons(lo, hi), csr.via(lo, hi))
 
     def _neighbours(
@@ -507,7 +519,10 @@ class GraphIndex:
     ) -> tuple[Neighbour, ...]:
         """Decode only the rows returned: ids, titles, categories, prices and reasons of these few. Field by
         field in list comprehensions, then the tuples in C (`map` of tuple.__new__ over `zip`): NamedTuple's
-        own __new__ is a Python function, and a generator frame per row costs as much as the fields."""
+        own __new__ is a Python function, and a generator frame per row costs as much as the fields.
+        The C reader does the same in one call (`serve.native`)."""
+        if self._fast is not None:
+            return self._fast.neighbours(rows, scores, reason_ids, vias)  # type: ignore[return-value]
         nodes, reasons, cats = self._a.nodes, self._a.reasons, self._cats
         ids, cat_of, price_of = nodes.ids, self._cat_of, self._price_of
         n = len(rows)
@@ -520,6 +535,17 @@ class GraphIndex:
             scores,
             [reasons[r] for r in reason_ids],
             repeat(None, n) if vias is None else [ids[v] if v >= 0 else None for v in vias],
+        )))
+
+    def _records(self, record: type[_R], rows: list[int], columns: tuple[list[Any], ...]) -> list[_R]:
+        """record(id, title, category, price, *(column[i] for column in columns)) per row (C when built)."""
+        if self._fast is not None:
+            return self._fast.records(record, rows, columns)  # type: ignore[return-value]
+        cats, cat_of, price_of = self._cats, self._cat_of, self._price_of
+        prices = [price_of[t] for t in rows]
+        return list(map(tuple.__new__, repeat(record, len(rows)), zip(
+            self._take_ids(rows), self._take_titles(rows), [cats[cat_of[t]] for t in rows],
+            [None if p != p else p for p in prices], *columns,
         )))
 
     def _diversify(self, ranked: list[int], k: int) -> list[int]:

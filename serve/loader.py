@@ -118,9 +118,11 @@ class IndexHolder:
     """Holds the current GraphIndex. Reads are a plain attribute load; reloads are serialized."""
 
     def __init__(self, source: GraphSource | None, index: GraphIndex | None = None,
-                 index_dir: Path | None = None) -> None:
-        """`index_dir`: where versions are written as mapped files (None: built in this process's memory)."""
+                 index_dir: Path | None = None, *, native: bool = True) -> None:
+        """`index_dir`: where versions are written as mapped files (None: built in this process's memory);
+        `native`: indexes it builds read through the C extension when built (see `serve.native`)."""
         self.source = source
+        self.native = native
         self._index = index
         self.index_dir = index_dir
         self._reload_lock = threading.Lock()
@@ -179,7 +181,7 @@ class IndexHolder:
     def _build(self, version: str) -> GraphIndex:
         assert self.source is not None
         if self.index_dir is None:
-            return GraphIndex.from_published(self.source.load())
+            return GraphIndex.from_published(self.source.load(), native=self.native)
         folder = self.index_dir / version_folder(version)
         if not mapped.is_complete(folder):
             self.index_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ class IndexHolder:
                     if graph.manifest.version_id != version:
                         raise SourceUnavailable(f"asked for {version}, the store loaded {graph.manifest.version_id}")
                     GraphIndex.write(graph, folder)
-        index = GraphIndex.open(folder)
+        index = GraphIndex.open(folder, native=self.native)
         self._prune(keep={folder.name, version_folder(self._index.version)} if self._index else {folder.name})
         return index
 

@@ -62,6 +62,10 @@ class StringColumn(Sequence[str | None]):
     def __iter__(self) -> Iterator[str | None]:
         return (self[i] for i in range(self._n))
 
+    def buffers(self) -> tuple[Bytes, memoryview]:
+        """(UTF-8 blob, end offsets): what the C reader (`serve.native`) decodes from, read-only."""
+        return self._blob, self._ends
+
     def nbytes(self) -> int:
         return len(self._blob) + self._ends.nbytes + (self._valid.nbytes if self._valid is not None else 0)
 
@@ -105,6 +109,11 @@ class IdTable:
             if blob[ends[row] : ends[row + 1]] == key:
                 return int(row)
             slot = (slot + 1) & mask
+
+    @property
+    def slots(self) -> memoryview:
+        """The int32 slots (row, or -1 = empty), for the C reader (`serve.native`)."""
+        return self._table
 
     def nbytes(self) -> int:
         return self._table.nbytes

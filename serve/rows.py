@@ -56,6 +56,13 @@ class CsrRows:
         indptr = self._indptr
         return int(indptr[row + 1] - indptr[row])
 
+    def targets(self, rows: list[int]) -> set[int]:
+        """The target rows of all these rows, as a set."""
+        out: set[int] = set()
+        for row in rows:
+            out.update(self.dst(*self.bounds(row)))
+        return out
+
     def dst(self, lo: int, hi: int) -> list[int]:
         return self._dst[lo:hi].tolist()
 
@@ -79,6 +86,32 @@ class CsrRows:
         if rounded is None:
             return round_scores(np.asarray(self.csr.score[lo:hi]))
         return [rounded[c] for c in self._codes[lo:hi].tolist()]
+
+
+Candidates = list[tuple[str, list[int], list[float], list[int], list[int] | None]]
+"""Per cart item: (source, target rows, float32 scores as floats, reason ids, lender rows or None)."""
+
+
+def sum_by_target(lists: Candidates, banned: set[int]) -> dict[int, float]:
+    """Target row -> 0.0 + its scores in list order, over targets not banned (the C twin:
+    `serve._fastindex.sum_by_target`, the same sums bit for bit)."""
+    totals: dict[int, float] = {}
+    total_of = totals.get
+    for _, dst, score, _, _ in lists:
+        for t, sc in zip(dst, score):
+            if t not in banned:
+                totals[t] = total_of(t, 0.0) + sc
+    return totals
+
+
+def gather(lists: Candidates, chosen: list[int]) -> dict[int, list[tuple[float, int, int, int]]]:
+    """Chosen target row -> its (score, list index, reason id, lender or -1), in list then position order."""
+    hits: dict[int, list[tuple[float, int, int, int]]] = {t: [] for t in chosen}
+    for i, (_, dst, score, reason, via) in enumerate(lists):
+        for j, t in enumerate(dst):
+            if t in hits:
+                hits[t].append((score[j], i, reason[j], via[j] if via is not None else -1))
+    return hits
 
 
 def round_scores(score: np.ndarray) -> list[float]:

@@ -53,6 +53,10 @@ class ServeSettings(BaseSettings):
     workers: int = Field(default=2, ge=1, description="worker processes (they share one mapped copy of the index)")
     threads: int = Field(default=1, ge=1, description="threads per worker (granian blocking threads; gunicorn gthread when > 1)")
     access_log: bool = Field(default=False, description="access log on stdout (off: it costs throughput)")
+    pure_python: bool = Field(
+        default=False, description="answer lookups in pure Python even when the C extension (serve/_fastindex.c) "
+        "is built (SHELFGRAPH_PURE_PYTHON=1); the answers are the same, only slower"
+    )
     metrics_dir: Path | None = Field(
         default=None, description="multiprocess metrics files; default: a fresh temporary folder per server start"
     )

@@ -12,6 +12,7 @@ from graph_schema.kinds import RelationKind
 from graph_schema.models import GraphVersion, Product, Provenance, Relation
 from graph_schema.tables import edges_frame, nodes_frame
 from serve import create_app
+from serve import native
 from serve.index import GraphIndex
 from serve.settings import ServeSettings
 
@@ -31,6 +32,17 @@ def rel(source: str, target: str, kind: RelationKind, score: float, *reasons: st
         reasons=reasons or (f"{source} {kind} {target}",),
         provenance=PROV,
     )
+
+
+READERS = ["native", "pure"]
+"""The two read paths of a GraphIndex: the C extension (serve/_fastindex.c) and pure Python."""
+
+
+def use_native(reader: str) -> bool:
+    """`native=` for a GraphIndex read by `reader`; skips the test when the extension is not built."""
+    if reader == "native" and not native.available():
+        pytest.skip("serve._fastindex is not built (test_native.py says why CI must build it)")
+    return reader == "native"
 
 
 def make_graph(products: Sequence[Product], relations: Sequence[Relation], version: str = "v1") -> PublishedGraph:

@@ -1,4 +1,5 @@
-"""GraphIndex lookups on the fixture catalog: ranking, filters, fallbacks, cart logic, build details."""
+"""GraphIndex lookups on the fixture catalog: ranking, filters, fallbacks, cart logic, build details; each
+read through the C extension and in pure Python (`serve.native`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ import math
 import numpy as np
 import pytest
 
+from graph_schema.store import PublishedGraph
 from serve.index import GraphIndex, UnknownProduct
-from tests.serve.conftest import catalog, make_graph, product, rel, relations
+from tests.serve.conftest import READERS, catalog, make_graph, product, rel, relations, use_native
+
+
+@pytest.fixture(params=READERS)
+def native(request: pytest.FixtureRequest) -> bool:
+    return use_native(request.param)
+
+
+@pytest.fixture
+def index(graph: PublishedGraph, native: bool) -> GraphIndex:
+    return GraphIndex.from_published(graph, native=native)
 
 
 def ids(result) -> list[str]:  # type: ignore[no-untyped-def]
@@ -68,14 +80,14 @@ def test_fallback_via_category(index: GraphIndex) -> None:
     assert result.items[0].score == pytest.approx(0.9, rel=1e-5)
 
 
-def test_category_fallback_averages_over_the_category() -> None:
+def test_category_fallback_averages_over_the_category(native: bool) -> None:
     products = [
         product("a1", "A1", ("A",)), product("a2", "A2", ("A",)), product("a3", "A3", ("A",)),
         product("x", "X", ("B",)), product("y", "Y", ("B",)),
     ]
     graph = make_graph(products, [rel("a1", "x", "complement", 0.8), rel("a2", "x", "complement", 0.4),
                                   rel("a2", "y", "complement", 0.9)])
-    result = GraphIndex.from_published(graph).complements("a3", 5)
+    result = GraphIndex.from_published(graph, native=native).complements("a3", 5)
     assert result.source == "via_category"
     assert ids(result) == ["x", "y"]
     assert result.items[0].score == pytest.approx((0.8 + 0.4) / 2, rel=1e-5)
@@ -121,12 +133,12 @@ def test_cart_sums_scores_and_names_the_cart_items(index: GraphIndex) -> None:
     assert set(got) == {"sd1", "case1", "tri1", "bag1", "lens1", "sd2"}
 
 
-def test_cart_diversifies_across_categories() -> None:
+def test_cart_diversifies_across_categories(native: bool) -> None:
     products = [product("hub", "Hub", ("H",))] + [product(f"a{i}", f"A{i}", ("A",)) for i in range(1, 4)] + [
         product("b1", "B1", ("B",))]
     graph = make_graph(products, [rel("hub", "a1", "complement", 0.9), rel("hub", "a2", "complement", 0.8),
                                   rel("hub", "a3", "complement", 0.7), rel("hub", "b1", "complement", 0.5)])
-    ix = GraphIndex.from_published(graph)
+    ix = GraphIndex.from_published(graph, native=native)
     # k=2: at most one per category, so b1 beats the better-scored a2
     assert [s.product_id for s in ix.cart_addons(["hub"], 2).items] == ["a1", "b1"]
     # k=4: cap of 2 per category leaves 3 picks; the best skipped one fills the 4th slot, in score order
@@ -147,11 +159,11 @@ def test_cart_with_only_unknown_ids(index: GraphIndex) -> None:
     assert (result.cart, result.unknown, result.items) == ((), ("x", "y"), ())
 
 
-def test_build_keeps_best_duplicate_and_counts_dropped_edges() -> None:
+def test_build_keeps_best_duplicate_and_counts_dropped_edges(native: bool) -> None:
     products = [product("a", "A"), product("b", "B")]
     graph = make_graph(products, [rel("a", "b", "complement", 0.3, "weak"), rel("a", "b", "complement", 0.7, "strong"),
                                   rel("a", "ghost", "complement", 0.9)])
-    ix = GraphIndex.from_published(graph)
+    ix = GraphIndex.from_published(graph, native=native)
     result = ix.complements("a", 5)
     assert [(n.product_id, n.reasons) for n in result.items] == [("b", ("strong",))]
     assert ix.meta.dropped_edges == 1
@@ -168,8 +180,8 @@ def test_memory_bytes_counts_arrays(index: GraphIndex) -> None:
     assert index.memory_bytes() > index._a.complements.nbytes()  # noqa: SLF001
 
 
-def test_empty_graph_builds() -> None:
-    ix = GraphIndex.from_published(make_graph([product("a", "A")], []))
+def test_empty_graph_builds(native: bool) -> None:
+    ix = GraphIndex.from_published(make_graph([product("a", "A")], []), native=native)
     assert ix.complements("a", 5).source == "none"
     assert ix.cart_addons(["a"], 5).items == ()
 
@@ -180,9 +192,9 @@ def test_reasons_are_interned(index: GraphIndex) -> None:
     assert len(index._a.reasons) == len({r.reasons for r in relations()})  # noqa: SLF001
 
 
-def test_category_filter_and_fallback_never_return_the_product_itself() -> None:
+def test_category_filter_and_fallback_never_return_the_product_itself(native: bool) -> None:
     products = [product("p", "P", ("A",)), product("q", "Q", ("A",))]
-    ix = GraphIndex.from_published(make_graph(products, [rel("q", "p", "complement", 0.9)]))
+    ix = GraphIndex.from_published(make_graph(products, [rel("q", "p", "complement", 0.9)]), native=native)
     result = ix.complements("p", 5)
     assert result.source == "none"  # the category list only holds p itself
     assert math.isclose(ix.complements("q", 5).items[0].score, 0.9, rel_tol=1e-6)

@@ -1,7 +1,8 @@
 """GraphIndex against a brute-force Python reference on random graphs (seeded, property style).
 The reference re-derives every rule from the relation list: best duplicate, symmetric substitutes,
 fallbacks, filters, cart sum, exclusions and diversification. Every check runs on the index built in memory
-and on the same index written as files and mapped (what the server's workers share)."""
+and on the same index written as files and mapped (what the server's workers share), each read through the
+C extension and in pure Python (`serve.native`)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,21 @@ from graph_schema.store import PublishedGraph
 from graph_schema.models import Product, Relation
 from serve.build import SCORE_LEVELS
 from serve.index import SUBSTITUTE_FANOUT, GraphIndex
-from tests.serve.conftest import make_graph, product, rel
+from tests.serve.conftest import READERS, make_graph, product, rel, use_native
 
 CATEGORIES = [("E", "Cam"), ("E", "Acc"), ("E", "Sto"), ("Home",), ("Home", "Acc")]
+TITLES = ["P{}", "Caméra {}", "三脚 {} 東京", "Bag {} 🎒", "Ölkanne {}"]
 f32 = np.float32
 
 
-def build(how: str, graph: PublishedGraph, tmp_path: Path) -> GraphIndex:
+def build(how: str, graph: PublishedGraph, tmp_path: Path, reader: str = "native") -> GraphIndex:
+    native = use_native(reader)
     if how == "memory":
-        return GraphIndex.from_published(graph)
+        return GraphIndex.from_published(graph, native=native)
     # "quantized": as if the graph had more distinct scores than 2-byte codes hold (the 1M-product case)
     levels = 1 if how == "quantized" else SCORE_LEVELS
-    return GraphIndex.open(GraphIndex.write(graph, tmp_path / "index" / graph.manifest.version_id, score_levels=levels))
+    folder = tmp_path / "index" / f"{graph.manifest.version_id}-{reader}"
+    return GraphIndex.open(GraphIndex.write(graph, folder, score_levels=levels), native=native)
 
 
 HOW = ["memory", "mapped", "quantized"]
@@ -52,7 +56,8 @@ class Ref:
 def random_graph(seed: int, n: int = 60) -> tuple[list[Product], list[Relation]]:
     rng = random.Random(seed)
     products = [
-        product(f"p{i:03d}", f"P{i}", rng.choice(CATEGORIES + [()]), rng.choice([None, round(rng.uniform(1, 100), 2)]))
+        product(f"p{i:03d}", rng.choice(TITLES).format(i), rng.choice(CATEGORIES + [()]),
+                rng.choice([None, round(rng.uniform(1, 100), 2)]))
         for i in range(n)
     ]
     relations = []
@@ -138,12 +143,13 @@ def close(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
         assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("seed", range(8))
-def test_lookups_match_reference(seed: int, how: str, tmp_path: Path) -> None:
+def test_lookups_match_reference(seed: int, how: str, reader: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
     ref = reference(products, relations, how)
-    ix = build(how, make_graph(products, relations), tmp_path)
+    ix = build(how, make_graph(products, relations), tmp_path, reader)
     rng = random.Random(1000 + seed)
     ids = [p.id for p in products]
     sources_seen = set()
@@ -185,12 +191,13 @@ def ref_cart(ref: Ref, cart: list[str], k: int, f: dict) -> list[tuple[str, floa
     return [(t, s) for t, s in order if t in keep]
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("seed", range(6))
-def test_cart_matches_reference(seed: int, how: str, tmp_path: Path) -> None:
+def test_cart_matches_reference(seed: int, how: str, reader: str, tmp_path: Path) -> None:
     products, relations = random_graph(seed)
     ref = reference(products, relations, how)
-    ix = build(how, make_graph(products, relations), tmp_path)
+    ix = build(how, make_graph(products, relations), tmp_path, reader)
     rng = random.Random(2000 + seed)
     ids = [p.id for p in products]
     for _ in range(40):
@@ -205,12 +212,14 @@ def test_cart_matches_reference(seed: int, how: str, tmp_path: Path) -> None:
             assert math.isclose(sum(c.score for c in s.goes_with), s.score, rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("readers", [("pure", "pure"), ("pure", "native"), ("native", "native")])
 @pytest.mark.parametrize("seed", range(4))
-def test_mapped_index_answers_exactly_like_the_in_memory_one(seed: int, tmp_path: Path) -> None:
-    """Same items, scores, reasons, vias, product views and facts, compared as whole values."""
+def test_mapped_index_answers_exactly_like_the_in_memory_one(seed: int, readers: tuple[str, str], tmp_path: Path) -> None:
+    """Same items, scores, reasons, vias, product views and facts, compared as whole values (in memory read
+    by one path, mapped read by the other)."""
     products, relations = random_graph(seed, n=80)
     graph = make_graph(products, relations)
-    memory, mapped = build("memory", graph, tmp_path), build("mapped", graph, tmp_path)
+    memory, mapped = build("memory", graph, tmp_path, readers[0]), build("mapped", graph, tmp_path, readers[1])
     rng = random.Random(3000 + seed)
     ids = [p.id for p in products]
     assert mapped.product_count == memory.product_count and mapped.relation_counts() == memory.relation_counts()

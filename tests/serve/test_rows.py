@@ -1,5 +1,5 @@
-"""serve.rows (the short, numpy-free reads of the lookup hot path) against numpy on the same arrays, and
-the mapped index's strings read from the mapping, not from a per-worker copy."""
+"""serve.rows (the short, numpy-free reads of the lookup hot path) and its C twin (serve.native) against
+numpy on the same arrays, and the mapped index's strings read from the mapping, not from a per-worker copy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 from serve.build import Csr
 from serve.index import GraphIndex
-from serve.rows import CsrRows, ScoreTables
-from tests.serve.conftest import make_graph, product, rel
+from serve.native import rows_reader
+from serve.rows import ScoreTables
+from tests.serve.conftest import READERS, make_graph, product, rel, use_native
 
 
 def _csr(coded: bool) -> Csr:
@@ -30,10 +31,12 @@ def _csr(coded: bool) -> Csr:
     )
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("coded", [True, False], ids=["uint16 codes", "float32 scores"])
-def test_rows_read_exactly_what_numpy_reads(coded: bool) -> None:
+def test_rows_read_exactly_what_numpy_reads(coded: bool, reader: str) -> None:
     csr = _csr(coded)
-    rows = CsrRows(csr, ScoreTables(csr.score_table) if csr.score_table is not None else None)
+    tables = ScoreTables(csr.score_table) if csr.score_table is not None else None
+    rows = rows_reader(csr, tables, 1000, use_native(reader))
     for row in range(len(csr.indptr) - 1):
         lo, hi = rows.bounds(row)
         assert (lo, hi) == (int(csr.indptr[row]), int(csr.indptr[row + 1]))
