@@ -40,6 +40,10 @@ class DistillSettings(BaseSettings):
         description="processes that make the provider calls, each with its own event loop: 1 = in this process; "
         "N = N worker processes (the budget, limits, retries and cache stay in this one); auto = one per 16 "
         "concurrent calls (llm_concurrency), at most one per core (docs/pipeline.md, LLM throughput)")
+    embed_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="processes that share one large text-embedding call, this one included: auto = the usable "
+        "cores; 1 = in this process (the faster choice on a machine busy with other work; docs/pipeline.md)")
     llm_rpm: int | None = Field(default=None, ge=1, description="requests per minute limit")
     llm_tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit")
     llm_timeout_s: float = Field(default=60.0, gt=0)

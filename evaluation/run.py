@@ -368,5 +368,5 @@ def _default_retriever(products: Sequence[Product], settings: DistillSettings, p
     from distill.evidence.retrieval import CatalogRetriever
     from distill.run.state import CachedEncoder
 
-    encoder = CachedEncoder(default_encoder(), settings.data_dir / "embeddings")  # the pipeline's cache folder
+    encoder = CachedEncoder(default_encoder(settings.embed_workers), settings.data_dir / "embeddings")  # the pipeline's cache folder
     return CatalogRetriever.build(list(products), encoder, progress=progress)  # type: ignore[arg-type]

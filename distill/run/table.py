@@ -226,7 +226,7 @@ def _cached(encoder: Any, settings: DistillSettings) -> Any:
     if encoder is None:
         from distill.evidence.embed import default_encoder
 
-        encoder = default_encoder()
+        encoder = default_encoder(settings.embed_workers)
     if isinstance(encoder, CachedEncoder):
         return encoder
     return CachedEncoder(encoder, settings.data_dir / "embeddings")

@@ -155,3 +155,15 @@ def test_cache_sends_only_uncached_texts_to_the_workers(
 def test_bad_workers_setting_is_a_config_error(workers: object) -> None:
     with pytest.raises(ConfigError, match="workers"):
         TextEncoder(model_dir(), workers=workers)  # type: ignore[arg-type]
+
+
+def test_the_embed_workers_setting_reaches_the_pipelines_encoder(tmp_path, monkeypatch):
+    """`embed_workers` (SHELFGRAPH_EMBED_WORKERS) decides the workers of the encoder the pipeline builds."""
+    from distill.run.table import _cached
+    from distill.settings import DistillSettings
+
+    monkeypatch.setenv("SHELFGRAPH_EMBED_WORKERS", "1")
+    settings = DistillSettings(data_dir=tmp_path)
+    assert settings.embed_workers == 1
+    assert _cached(None, settings).encoder.workers == 1
+    assert _cached(None, DistillSettings(data_dir=tmp_path, embed_workers="auto")).encoder.workers == "auto"
