@@ -19,7 +19,7 @@ from graph_schema import cypher
 from graph_schema.errors import PublisherBusy, StoreError
 from graph_schema.kinds import RELATION_KINDS
 from graph_schema.models import GraphVersion, Product, Relation
-from graph_schema.tables import EDGE_SCHEMA, EdgeRows, product_row
+from graph_schema.tables import EDGE_SCHEMA, EdgeRows, product_row, relation_row
 from graph_store.neo4j.lease import Leases, Publisher, _Lease, _lost_message
 from graph_store.neo4j.reader import _PROVENANCE_FIELDS
 from graph_store.neo4j.session import _KIND_OF_TYPE, _chunks, _node_key, _translated, log
@@ -37,12 +37,7 @@ def _relation_tuples(relations: Sequence[Relation]) -> list[RelationTuple]:
     RelationTable's frame gives them without building one `Relation` per row."""
     if isinstance(relations, EdgeRows):
         return relations.frame.rows()
-    out = []
-    for r in relations:
-        p = r.provenance
-        out.append((r.source, r.target, r.kind, r.score, list(r.reasons), r.evidence.model_dump_json(exclude_none=True),
-                    p.run_id, p.model, p.prompt_version, p.stage))
-    return out
+    return [tuple(relation_row(r).values()) for r in relations]  # one definition of the fields: relation_row
 
 
 @contextmanager
