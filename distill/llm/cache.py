@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,26 @@ CREATE TABLE IF NOT EXISTS responses (
 _COLUMNS = "key, model, prompt_name, prompt_version, text, input_tokens, output_tokens, cost_usd, created_at"
 # Long enough to ride out another process's write transaction (they last milliseconds).
 _BUSY_TIMEOUT_MS = 30_000
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch to the WAL journal. WAL is a property of the file, so after the first open this only reads the
+    mode. The switch itself needs the file to itself, and SQLite refuses it with "database is locked" at once,
+    without the busy timeout, while another process opens the same new file; so the wait is ours: retry
+    with backoff for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _utcnow() -> datetime:
@@ -84,7 +105,7 @@ class ResponseCache:
             # front, so two writers wait on the busy timeout instead of failing with "database is locked").
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._lock:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
+from distill.llm import cache as cache_module
 from distill.llm.cache import CacheEntry, ResponseCache, cache_key
 from distill.llm.prompts import ChatMessage, RenderedPrompt
 
@@ -93,3 +96,75 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
     cache = ResponseCache(path)
     assert cache.count() == 600
     assert cache.get("a-299") is not None and cache.get("b-0") is not None
+
+
+class _LockedThenFree:
+    """A connection whose WAL pragma is refused `refusals` times with SQLite's immediate SQLITE_BUSY."""
+
+    def __init__(self, refusals: int, message: str = "database is locked") -> None:
+        self.refusals = refusals
+        self.message = message
+        self.calls = 0
+        self.mode = "delete"
+
+    def execute(self, sql: str) -> _LockedThenFree:
+        if sql == "PRAGMA journal_mode":
+            return self
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise sqlite3.OperationalError(self.message)
+        self.mode = "wal"
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return (self.mode,)
+
+
+def test_wal_switch_waits_out_a_lock_that_sqlite_does_not_wait_for() -> None:
+    # Two processes opening one new file: SQLite can refuse the journal switch at once instead of waiting on
+    # the busy timeout (the CI failure of 2026-12-01); the cache must wait for the other process itself.
+    conn = _LockedThenFree(refusals=3)
+    cache_module._enter_wal(conn)  # type: ignore[arg-type]
+    assert (conn.calls, conn.mode) == (4, "wal")
+    cache_module._enter_wal(conn)  # type: ignore[arg-type]
+    assert conn.calls == 4, "a file already in WAL is not switched again"
+
+
+def test_wal_switch_does_not_retry_other_errors() -> None:
+    conn = _LockedThenFree(refusals=1, message="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        cache_module._enter_wal(conn)  # type: ignore[arg-type]
+    assert conn.calls == 1
+
+
+def test_four_processes_open_one_new_file_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    names = ("a", "b", "c", "d")
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in names
+    ]
+    outputs = [writer.communicate(timeout=120) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0] * len(names), [err for _, err in outputs]
+    assert ResponseCache(path).count() == 300 * len(names)
+
+
+def test_sixteen_threads_open_one_new_file_at_once(tmp_path: Path) -> None:
+    # Before the WAL switch waited for itself, about one round in sixteen failed here with "database is locked".
+    for round_ in range(50):
+        path = tmp_path / f"c{round_}.sqlite"
+        errors: list[BaseException] = []
+
+        def open_and_count(path: Path = path, errors: list[BaseException] = errors) -> None:
+            try:
+                ResponseCache(path).count()
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_count) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], f"round {round_}: {errors[0]!r}"
