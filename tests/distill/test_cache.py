@@ -84,18 +84,19 @@ print("done")
 """
 
 
-def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+@pytest.mark.parametrize("names", [("a", "b"), ("a", "b", "c", "d")], ids=["two", "four"])
+def test_processes_open_one_new_file_and_write_concurrently(tmp_path: Path, names: tuple[str, ...]) -> None:
     path = tmp_path / "c.sqlite"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     writers = [
         subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b")
+        for name in names
     ]
-    outputs = [writer.communicate(timeout=60) for writer in writers]
-    assert [writer.returncode for writer in writers] == [0, 0], [err for _, err in outputs]
+    outputs = [writer.communicate(timeout=120) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0] * len(names), [err for _, err in outputs]
     cache = ResponseCache(path)
-    assert cache.count() == 600
-    assert cache.get("a-299") is not None and cache.get("b-0") is not None
+    assert cache.count() == 300 * len(names)
+    assert cache.get("a-299") is not None and cache.get(f"{names[-1]}-0") is not None
 
 
 class _LockedThenFree:
@@ -135,19 +136,6 @@ def test_wal_switch_does_not_retry_other_errors() -> None:
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         cache_module._enter_wal(conn)  # type: ignore[arg-type]
     assert conn.calls == 1
-
-
-def test_four_processes_open_one_new_file_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    names = ("a", "b", "c", "d")
-    writers = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in names
-    ]
-    outputs = [writer.communicate(timeout=120) for writer in writers]
-    assert [writer.returncode for writer in writers] == [0] * len(names), [err for _, err in outputs]
-    assert ResponseCache(path).count() == 300 * len(names)
 
 
 def test_sixteen_threads_open_one_new_file_at_once(tmp_path: Path) -> None:
